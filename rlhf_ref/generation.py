@@ -13,7 +13,7 @@ from .data import encode_prompt, pad_prompt_response
 from .logprobs import response_logps
 
 # %% auto #0
-__all__ = ['generate', 'completion_logps']
+__all__ = ['eos_ids', 'sample_ids', 'generate', 'completion_logps']
 
 # %% ../nbs/04_generation.ipynb #506fbdf7
 def _cut_at_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
@@ -22,8 +22,30 @@ def _cut_at_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
         if t in eos_ids: return ids[:i + 1], True
     return ids, False
 
-# %% ../nbs/04_generation.ipynb #4bd4983f
+# %% ../nbs/04_generation.ipynb #f9df65f5
+def eos_ids(model, tokenizer) -> set[int]:
+    "Every token id that ends a response: the tokenizer's EOS and the model's generation-config EOS ids."
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    return {tokenizer.eos_token_id} | set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+
 @torch.no_grad()
+def sample_ids(model, tokenizer, contexts: list[list[int]], # token ids to continue, one list per row
+               *, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32,
+               stop_at_eos: bool = True, # cut each continuation after its first EOS (False: EOS is never sampled)
+               progress: bool = False) -> list[tuple[list[int], bool]]:
+    "Continue each context; returns `(new_ids, finished)` per row, `finished` meaning it ended with EOS."
+    eos, device, out = eos_ids(model, tokenizer), next(model.parameters()).device, []
+    kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
+    if not stop_at_eos: kw["suppress_tokens"] = sorted(eos)  # continue for exactly max_new_tokens tokens
+    for s in tqdm(range(0, len(contexts), batch_size), desc="generating", disable=not progress):
+        chunk = contexts[s:s + batch_size]
+        batch = pad_prompt_response(chunk, [[] for _ in chunk], tokenizer.pad_token_id)
+        gen = model.generate(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                             max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kw)
+        out += [_cut_at_eos(ids, eos) if stop_at_eos else (ids, False) for ids in gen[:, batch["input_ids"].shape[1]:].tolist()]
+    return out
+
+# %% ../nbs/04_generation.ipynb #119fde86
 def generate(model, tokenizer, prompts: list, # strings or message lists
              *, n: int = 1, # samples per prompt
              max_new_tokens: int = 48, temperature: float = 1.0, # 0: greedy
@@ -32,20 +54,10 @@ def generate(model, tokenizer, prompts: list, # strings or message lists
     "Sample `n` completions per prompt; one dict per sample with `prompt_index`, ids, `completion` text and `finished`."
     if seed is not None: set_seed(seed)
     rows = [(i, encode_prompt(tokenizer, p)) for i, p in enumerate(prompts) for _ in range(n)]
-    eos = {tokenizer.eos_token_id} | set(getattr(model.generation_config, "eos_token_id", None) or []) if isinstance(
-        getattr(model.generation_config, "eos_token_id", None), list) else {tokenizer.eos_token_id}
-    device, out = next(model.parameters()).device, []
-    for s in tqdm(range(0, len(rows), batch_size), desc="generating", disable=not progress):
-        chunk = rows[s:s + batch_size]
-        batch = pad_prompt_response([p for _, p in chunk], [[] for _ in chunk], tokenizer.pad_token_id)
-        kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
-        gen = model.generate(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                             max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kw)
-        for (i, p), ids in zip(chunk, gen[:, batch["input_ids"].shape[1]:].tolist()):
-            ids, finished = _cut_at_eos(ids, eos)
-            out.append(dict(prompt_index=i, prompt=prompts[i], prompt_ids=p, completion_ids=ids, finished=finished,
-                            completion=tokenizer.decode(ids, skip_special_tokens=True)))
-    return out
+    new = sample_ids(model, tokenizer, [p for _, p in rows], max_new_tokens=max_new_tokens, temperature=temperature,
+                     top_p=top_p, batch_size=batch_size, progress=progress)
+    return [dict(prompt_index=i, prompt=prompts[i], prompt_ids=p, completion_ids=ids, finished=finished,
+                 completion=tokenizer.decode(ids, skip_special_tokens=True)) for (i, p), (ids, finished) in zip(rows, new)]
 
 # %% ../nbs/04_generation.ipynb #0c3011f3
 @torch.no_grad()

@@ -17,7 +17,8 @@ def render(nb: dict) -> str:
     for cell in nb["cells"]:
         src = cell_text(cell)
         directives = re.findall(r"^#\|\s*(\w+)", src, flags=re.M)
-        if cell["cell_type"] == "markdown": parts.append(src.strip()); continue
+        if cell["cell_type"] == "markdown":  # links between notebooks point into nbs/ from the repository root
+            parts.append(re.sub(r"\]\((?![a-z]+:|#|/)([\w.-]+\.ipynb)", r"](nbs/\1", src).strip()); continue
         if {"hide", "export", "exports", "default_exp"} & set(directives): continue
         code = "\n".join(l for l in src.splitlines() if not l.startswith("#|")).strip()
         if code: parts.append(f"```python\n{code}\n```")

