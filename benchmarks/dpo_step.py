@@ -16,7 +16,7 @@ Contenders:
 - floor: plain PyTorch: full-sequence logits from `model(...)`, `log_softmax` + `gather`, masked sums, the DPO loss,
   backward, fused AdamW; reference forward under no_grad. No library around it.
 
-Usage: python benchmarks/dpo_step.py [--rounds 5] [--warmup 2] [--contenders rlhf_ref,trl,...] [--no-memory]
+Usage: python benchmarks/dpo_step.py [--rounds 5] [--warmup 2] [--contenders rlhf_ref,trl,...] [--no-memory | --memory-only]
 """
 from __future__ import annotations
 import argparse, json, os, random, resource, statistics, subprocess, sys, tempfile, time
@@ -57,6 +57,7 @@ def setup(name, device):
         if args.activation_checkpointing:  # what Trainer.train() does before its loop
             trainer.model.activation_checkpointing_enable(activation_checkpointing_kwargs=args.activation_checkpointing_kwargs)
         trainer.create_optimizer_and_scheduler(num_training_steps=args.max_steps)
+        trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train()'s loop
         batch = next(iter(trainer.get_train_dataloader()))
         model = trainer.model
         def step():
@@ -99,14 +100,24 @@ def sync(device):
     if device == "cuda": torch.cuda.synchronize()
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes. Read from VmHWM, which starts afresh at exec; ru_maxrss does not on
+    Linux (a child started from a large parent would report the parent's size)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def memory_probe(name, device, steps=3):
     "Run in a child process: peak memory of `steps` steps of one contender, and its baseline after set-up."
     step = setup(name, device)
     if device == "cuda": torch.cuda.synchronize(); base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
-    else: base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    else: base = _peak_rss()
     for _ in range(steps): step()
     sync(device)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss()
     print(json.dumps({"baseline_gb": base / 2**30, "peak_gb": peak / 2**30}))
 
 
@@ -116,6 +127,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--contenders", default=",".join(ALL))
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-only", action="store_true", help="skip the timing rounds; measure peak memory only")
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -123,7 +135,8 @@ def main():
     names = args.contenders.split(",")
     unknown = set(names) - set(ALL)
     if unknown: ap.error(f"unknown contenders {sorted(unknown)}; choose from {ALL}")
-    steps = {n: setup(n, device) for n in names}
+    if args.memory_only: args.rounds, args.warmup = 0, 0
+    steps = {n: setup(n, device) for n in names} if args.rounds else {}
     for n in names:
         for _ in range(args.warmup): steps[n]()
     times = {n: [] for n in names}
@@ -132,7 +145,7 @@ def main():
         for n in rng.sample(names, len(names)):
             sync(device); t = time.perf_counter(); steps[n](); sync(device)
             times[n].append(time.perf_counter() - t)
-    med = {n: statistics.median(v) for n, v in times.items()}
+    med = {n: statistics.median(v) for n, v in times.items() if v}
     out = {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
            "torch": torch.__version__, "pairs": PAIRS, "rounds": args.rounds, "median_step_s": med,
            "all_step_s": times, "ratios": {}}

@@ -59,7 +59,7 @@ def generate(model, tokenizer, prompts: list, # strings or message lists
     return [dict(prompt_index=i, prompt=prompts[i], prompt_ids=p, completion_ids=ids, finished=finished,
                  completion=tokenizer.decode(ids, skip_special_tokens=True)) for (i, p), (ids, finished) in zip(rows, new)]
 
-# %% ../nbs/04_generation.ipynb #0c3011f3
+# %% ../nbs/04_generation.ipynb #71d74a55
 @torch.no_grad()
 def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_token_id: int,
                      batch_size: int = 16) -> list[torch.Tensor]:
@@ -67,6 +67,6 @@ def completion_logps(model, prompt_ids: list[list[int]], completion_ids: list[li
     device, out = next(model.parameters()).device, []
     for s in range(0, len(prompt_ids), batch_size):
         b = pad_prompt_response(prompt_ids[s:s + batch_size], completion_ids[s:s + batch_size], pad_token_id)
-        lp = response_logps(model, b["input_ids"].to(device), b["attention_mask"].to(device), b["response_mask"].shape[1])
+        lp = response_logps(model, b["input_ids"].to(device), b["attention_mask"].to(device), b["response_mask"].to(device))
         out += [row[:n].cpu() for row, n in zip(lp, b["response_mask"].sum(1).tolist())]
     return out

@@ -45,35 +45,58 @@ def seq_logps(token_logps: torch.Tensor, # (B, T) per-token log-probs
     "Per-sequence log-probabilities, shape (B,): sums, or means with `average=True`."
     return masked_mean(token_logps, mask) if average else masked_sum(token_logps, mask)
 
-# %% ../nbs/02_logprobs.ipynb #d9c2bf23
+# %% ../nbs/02_logprobs.ipynb #a4b34dca
 def _accepts(model, arg: str) -> bool:
     fwd = getattr(model, "module", model).forward  # unwrap DistributedDataParallel
     return arg in inspect.signature(fwd).parameters
 
+def _final_hidden(model, **inputs):
+    """Final hidden states and the output layer, when they reproduce the model's own logits; else None.
+
+    The model is called (through its own forward, so wrappers such as DDP see the call) for the logits of the last
+    position only, and the head applied to the last hidden state must give those logits back: models that scale or
+    soft-cap their logits fail the check once and take the plain path from then on."""
+    inner = getattr(model, "module", model)
+    if getattr(inner, "_rlhf_ref_hidden_ok", True) is False or not _accepts(model, "logits_to_keep"): return None
+    out = model(**inputs, use_cache=False, logits_to_keep=1, output_hidden_states=True)
+    head, hidden = inner.get_output_embeddings(), out.hidden_states[-1] if out.hidden_states else None
+    with torch.no_grad():
+        ok = head is not None and hidden is not None and torch.allclose(
+            head(hidden[:, -1]).float(), out.logits[:, -1].float(), rtol=1e-3, atol=1e-3)
+    inner._rlhf_ref_hidden_ok = bool(ok)
+    return (hidden, head) if ok else None
+
+# %% ../nbs/02_logprobs.ipynb #214b9261
 def response_logps(model, # a causal LM
                    input_ids: torch.Tensor, # (B, L) left-padded prompt then right-padded response
                    attention_mask: torch.Tensor, # (B, L) 1 on real tokens
-                   n_response: int, # R: the response occupies the last R columns
-                   return_logits: bool = False, # also return the (B, R, V) logits that predict the response
+                   response_mask: torch.Tensor, # (B, R) 1 on response tokens, which fill the last R columns
+                   return_logits: bool = False, # also return the (N, V) logits of the N response tokens
                   ):
-    "Per-token log-probs of the last `n_response` tokens, (B, R); with `return_logits`, `(token_logps, logits)`."
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    kw = dict(logits_to_keep=n_response + 1) if _accepts(model, "logits_to_keep") else {}
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   use_cache=False, **kw).logits
-    logits = logits[:, -(n_response + 1):-1]  # position t predicts token t+1
-    token_logps = selective_logps(logits, input_ids[:, -n_response:])
+    "Per-token log-probs of the response, (B, R) with 0 at padding; with `return_logits`, `(token_logps, logits)`."
+    R, mask = response_mask.shape[1], response_mask.bool()
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
+                  position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
+    found = _final_hidden(model, **inputs)
+    if found is not None:
+        hidden, head = found
+        logits = head(hidden[:, -(R + 1):-1][mask])  # (N, V): position t predicts token t+1
+    else:
+        kw = dict(logits_to_keep=R + 1) if _accepts(model, "logits_to_keep") else {}
+        logits = model(**inputs, use_cache=False, **kw).logits[:, -(R + 1):-1][mask]
+    lp = selective_logps(logits, input_ids[:, -R:][mask])  # (N,)
+    token_logps = lp.new_zeros(mask.shape).masked_scatter(mask, lp)
     return (token_logps, logits) if return_logits else token_logps
 
-# %% ../nbs/02_logprobs.ipynb #66697e73
+# %% ../nbs/02_logprobs.ipynb #bf9ebd88
 def concatenated_forward(model, # a causal LM
                          batch: dict, # from `rlhf_ref.data.collate_preferences`: chosen rows, then rejected rows
                          average: bool = False, # mean instead of sum over response tokens
-                         return_logits: bool = False, # keep the (2B, R, V) logits (TDPO needs them)
+                         return_logits: bool = False, # keep the (N, V) logits of the response tokens (TDPO needs them)
                         ) -> dict:
     "Sequence log-probs of chosen and rejected responses from one forward pass over the stacked batch."
     mask = batch["response_mask"]
-    out = response_logps(model, batch["input_ids"], batch["attention_mask"], mask.shape[1], return_logits)
+    out = response_logps(model, batch["input_ids"], batch["attention_mask"], mask, return_logits)
     token_logps, logits = out if return_logits else (out, None)
     logps = seq_logps(token_logps, mask, average)
     n = logps.shape[0] // 2
@@ -95,9 +118,9 @@ def logit_stats(logits: torch.Tensor, # (B, T, V)
         means.append(c.mean(-1)); ents.append(lse - (c.softmax(-1) * c).sum(-1))
     return torch.cat(means).view(logits.shape[:-1]), torch.cat(ents).view(logits.shape[:-1])
 
-# %% ../nbs/02_logprobs.ipynb #bbf91dd4
+# %% ../nbs/02_logprobs.ipynb #440a6783
 @torch.no_grad()
-def preference_metrics(out: dict, # from `concatenated_forward` (with `logits` for the logit statistics)
+def preference_metrics(out: dict, # from `concatenated_forward` (with its (N, V) `logits` for the logit statistics)
                        chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor # (B,) detached implicit rewards
                       ) -> dict:
     "TRL-named metrics of a preference batch: `rewards/*`, `logps/*` and, given logits, `logits/*` and `entropy`."
@@ -106,8 +129,9 @@ def preference_metrics(out: dict, # from `concatenated_forward` (with `logits` f
          "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
          "logps/chosen": out["chosen_logps"].detach().mean(), "logps/rejected": out["rejected_logps"].detach().mean()}
     if out.get("logits") is not None:
-        mean_logit, entropy = logit_stats(out["logits"])
-        n, mask = out["mask"].shape[0] // 2, out["mask"]
+        mask = out["mask"].bool()
+        mean_logit, entropy = (x.new_zeros(mask.shape).masked_scatter(mask, x) for x in logit_stats(out["logits"]))  # (2B, R)
+        n, mask = mask.shape[0] // 2, out["mask"]
         m["logits/chosen"], m["logits/rejected"] = masked_mean(mean_logit[:n], mask[:n], None), masked_mean(mean_logit[n:], mask[n:], None)
         m["entropy"] = masked_mean(entropy, mask, None)
     return m

@@ -23,7 +23,7 @@ __all__ = ['preference_run']
 def _say(msg: str, quiet: bool) -> None:
     if not quiet: print(msg, flush=True)
 
-# %% ../nbs/09_pipeline.ipynb #f8b2dcaa
+# %% ../nbs/09_pipeline.ipynb #eda12175
 def preference_run(algo, # an algorithm object: `loss(batch, policy, ref)`
                    task: Task | str = "sentiment", model: str | None = None, # None: the embedded SmolLM2
                    out_dir: str | Path = "runs/run", *, steps: int = 60, batch_size: int = 4, grad_accum: int = 1,
@@ -58,4 +58,4 @@ def preference_run(algo, # an algorithm object: `loss(batch, policy, ref)`
     evals = [r for r in history if r.get("split") == "eval"]
     _say(f"[5/5] done in {(time.time() - t0) / 60:.1f} min. Report: {report.resolve()}\n      policy: {policy_dir.resolve()}", quiet)
     return dict(out_dir=out_dir, policy_dir=policy_dir, report=report, first_eval=evals[0] if evals else None,
-                final_eval=evals[-1] if evals else None, history=history)
+                final_eval=evals[-1] if evals else None, history=history, seconds=time.time() - t0)

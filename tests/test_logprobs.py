@@ -41,7 +41,7 @@ def test_padding_does_not_change_logps(tiny, left, right):
     def lp(left, right):
         ids = torch.tensor([[tok.pad_token_id] * left + prompt + resp + [tok.pad_token_id] * right])
         am = torch.tensor([[0] * left + [1] * (len(prompt) + len(resp)) + [0] * right])
-        return response_logps(model, ids, am, len(resp) + right)[0, :len(resp)]
+        return response_logps(model, ids, am, torch.tensor([[1] * len(resp) + [0] * right]))[0, :len(resp)]
     torch.testing.assert_close(lp(left, right), lp(0, 0), rtol=1e-5, atol=1e-5)
 
 
@@ -52,7 +52,7 @@ def test_concatenated_forward_equals_separate_forwards(tiny, rows):
     out = concatenated_forward(model, PreferenceCollator(tok.pad_token_id)(ds))
     for side in ("chosen", "rejected"):
         b = pad_prompt_response([e["prompt_ids"] for e in ds], [e[f"{side}_ids"] for e in ds], tok.pad_token_id)
-        sep = seq_logps(response_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"].shape[1]), b["response_mask"])
+        sep = seq_logps(response_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"]), b["response_mask"])
         torch.testing.assert_close(out[f"{side}_logps"], sep, rtol=1e-5, atol=1e-4)
 
 
@@ -61,11 +61,31 @@ def test_response_logps_without_logits_to_keep(tiny):
     model, tok = tiny
     class NoKeep(torch.nn.Module):
         def __init__(self, m): super().__init__(); self.m = m
+        def get_output_embeddings(self): return self.m.get_output_embeddings()
         def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
             return self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=use_cache)
     ids = torch.tensor([tok("A short film about a long day.")["input_ids"]])
-    am = torch.ones_like(ids)
-    torch.testing.assert_close(response_logps(NoKeep(model), ids, am, 4), response_logps(model, ids, am, 4))
+    am, rm = torch.ones_like(ids), torch.tensor([[1, 1, 1, 0]])
+    torch.testing.assert_close(response_logps(NoKeep(model), ids, am, rm), response_logps(model, ids, am, rm))
+
+
+def test_gathered_head_matches_full_logits_and_gradients(tiny, rows):
+    "The head applied to gathered hidden states gives the full-logits values and gradients, padding included."
+    from rlhf_ref.data import preference_dataset, PreferenceCollator
+    from rlhf_ref.models import frozen_copy
+    model, tok = tiny
+    a, b = frozen_copy(model).requires_grad_(True), frozen_copy(model).requires_grad_(True)
+    batch = PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows, tok)))
+    mask = batch["response_mask"]; R = mask.shape[1]
+    fast = response_logps(a, batch["input_ids"], batch["attention_mask"], mask)
+    assert a._rlhf_ref_hidden_ok
+    logits = b(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+               position_ids=(batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)).logits[:, -R - 1:-1]
+    slow = logits.log_softmax(-1).gather(-1, batch["input_ids"][:, -R:, None]).squeeze(-1) * mask
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    fast.sum().backward(); slow.sum().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
 @settings(max_examples=40, deadline=None)

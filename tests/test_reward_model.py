@@ -1,0 +1,249 @@
+"""Reward models (rlhf_ref.reward_model): the Bradley-Terry identities, pooling, the cached-feature path, evaluation, training."""
+import copy, math, tempfile
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.stats import spearmanr
+import rlhf_ref.reward_model as rmod
+from rlhf_ref.data import PreferenceCollator, preference_dataset
+from rlhf_ref.reward_model import (BradleyTerry, FeatureCollator, LinearHead, MLPHead, RewardModel, as_reward_fn, batch_rewards,
+                                   bt_loss, feature_pairs, gold_accuracy, last_token_index, pair_accuracy, pair_rewards,
+                                   response_features, reward_metrics, score, spearman, train_head)
+
+rewards = arrays(np.float64, st.integers(1, 12), elements=st.floats(-50, 50, allow_nan=False))
+t64 = lambda x: torch.tensor(x, dtype=torch.float64)
+
+
+@settings(max_examples=100, deadline=None)
+@given(r=rewards)
+def test_equal_rewards_give_log2(r):
+    torch.testing.assert_close(bt_loss(t64(r), t64(r)), torch.full((len(r),), math.log(2), dtype=torch.float64))
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), shift=st.floats(-100, 100), margin=st.floats(-3, 3), c=st.floats(0, 1))
+def test_against_independent_formula_and_shift_invariance(data, shift, margin, c):
+    n = data.draw(st.integers(1, 12))
+    rc, rr = (data.draw(arrays(np.float64, n, elements=st.floats(-30, 30))) for _ in range(2))
+    ref = np.logaddexp(0.0, -(rc - rr - margin)) + c * (rc + rr) ** 2  # -log sigmoid(x) = log(1 + e^-x)
+    np.testing.assert_allclose(bt_loss(t64(rc), t64(rr), margin=margin, center_coef=c).numpy(), ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(bt_loss(t64(rc + shift), t64(rr + shift), margin=margin), bt_loss(t64(rc), t64(rr), margin=margin))
+    torch.testing.assert_close(bt_loss(t64(rc), t64(rr), margin=0.0), bt_loss(t64(rc), t64(rr)))
+    torch.testing.assert_close(bt_loss(t64(rc), t64(rr), margin=t64(np.zeros(n))), bt_loss(t64(rc), t64(rr)))
+
+
+def test_centring_breaks_shift_invariance_and_prefers_zero_mean():
+    rc, rr = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.5])
+    assert not torch.allclose(bt_loss(rc + 5, rr + 5, center_coef=0.1), bt_loss(rc, rr, center_coef=0.1))
+    shifts = torch.linspace(-3, 3, 601)
+    total = torch.stack([bt_loss(rc + s, rr + s, center_coef=0.1).mean() for s in shifts])
+    best = shifts[total.argmin()]
+    assert abs(float((rc + best + rr + best).mean())) < 0.02  # the minimising shift centres the rewards
+
+
+def test_accuracy_counts_ties_wrong_and_metric_names():
+    m = reward_metrics(torch.tensor([1.0, 2.0, 3.0, 0.0]), torch.tensor([1.0, 1.0, 4.0, -1.0]))
+    assert set(m) == {"accuracy", "margin", "min_reward", "mean_reward", "max_reward"}
+    assert m["accuracy"].item() == 0.5 and m["min_reward"].item() == -1.0 and m["max_reward"].item() == 4.0
+    assert gold_accuracy([1.0, 1.0], [1.0, 0.0], [2.0, 2.0], [0.0, 0.0]) == 0.5  # the model's tie is wrong
+
+
+def test_gold_accuracy_ignores_labels_and_gold_ties():
+    # the second pair is labelled the wrong way round (its chosen has the lower gold reward): the model is right to disagree
+    assert gold_accuracy([2.0, 0.0, 5.0], [1.0, 3.0, 0.0], [1.0, -1.0, 0.3], [0.0, 2.0, 0.3]) == 1.0
+    with pytest.raises(ValueError, match="tied in the gold reward"): gold_accuracy([1.0], [0.0], [0.5], [0.5])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_spearman_matches_scipy(data):
+    n = data.draw(st.integers(2, 30))
+    x = data.draw(arrays(np.float64, n, elements=st.integers(-5, 5).map(float)))  # many ties
+    y = data.draw(arrays(np.float64, n, elements=st.floats(-10, 10)))
+    ours, theirs = spearman(x, y), spearmanr(x, y).statistic
+    if np.isnan(theirs): assert np.isnan(ours)
+    else: assert ours == pytest.approx(theirs, abs=1e-9)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="center_coef must be"): BradleyTerry(center_coef=-0.5)
+    with pytest.raises(ValueError, match="center_coef must be"): bt_loss(torch.zeros(2), torch.zeros(2), center_coef=float("inf"))
+    with pytest.raises(ValueError, match="dropout must be"): MLPHead(4, dropout=1.0)
+    with pytest.raises(ValueError, match="equal length"): spearman([1, 2, 3], [1, 2])
+    with pytest.raises(FileNotFoundError, match="no reward model"): RewardModel.from_pretrained(tempfile.mkdtemp())
+
+
+@pytest.fixture(scope="module")
+def rm_and_tok(tiny):
+    policy, tok = tiny
+    return RewardModel.from_policy(policy, seed=3), tok
+
+
+PAIRS = [{"prompt": "The film was", "chosen": " wonderful and warm, a delight to watch.", "rejected": " dull."},
+         {"prompt": "I saw a very long film yesterday and the ending", "chosen": " moved me.", "rejected": " was a joke."},
+         {"prompt": [{"role": "user", "content": "Finish: the plot"}], "chosen": [{"role": "assistant", "content": "works."}],
+          "rejected": [{"role": "assistant", "content": "is thin and it never recovers from it."}]}]
+
+
+def token_batch(rows, tok):
+    "Collate rows one dataset at a time: PAIRS mixes standard and conversational rows, which one `datasets.Dataset` cannot hold."
+    return PreferenceCollator(tok.pad_token_id)([preference_dataset([r], tok)[0] for r in rows])
+
+def test_last_token_index_matches_the_layout_formula(rm_and_tok):
+    _, tok = rm_and_tok
+    b = PreferenceCollator(tok.pad_token_id)(list(preference_dataset(PAIRS[:2], tok)))
+    L, R = b["input_ids"].shape[1], b["response_mask"].shape[1]
+    assert torch.equal(last_token_index(b["attention_mask"]), L - R + b["response_mask"].sum(1) - 1)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_pooling_is_invariant_to_padding(rm_and_tok, side):
+    rm, tok = rm_and_tok
+    seqs = [ex["prompt_ids"] + ex["chosen_ids"] for ex in preference_dataset(PAIRS[:2], tok)]
+    L = max(map(len, seqs)) + 3
+    pad = lambda s: [tok.pad_token_id] * (L - len(s)) + s if side == "left" else s + [tok.pad_token_id] * (L - len(s))
+    mask = lambda s: [0] * (L - len(s)) + [1] * len(s) if side == "left" else [1] * len(s) + [0] * (L - len(s))
+    with torch.no_grad():
+        padded = rm(torch.tensor([pad(s) for s in seqs]), torch.tensor([mask(s) for s in seqs]))
+        alone = torch.cat([rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)) for s in seqs])
+    torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_matches_transformers_sequence_classification_on_chat_rows(rm_and_tok):
+    from transformers import LlamaForSequenceClassification
+    rm, tok = rm_and_tok
+    cfg = copy.deepcopy(rm.config); cfg.num_labels = 1
+    hf = LlamaForSequenceClassification(cfg).eval()
+    hf.model.load_state_dict(rm.backbone.state_dict()); hf.score.weight.data.copy_(rm.head.linear.weight.data)
+    ex = preference_dataset(PAIRS[2:], tok)[0]
+    for ids in (ex["prompt_ids"] + ex["chosen_ids"], ex["prompt_ids"] + ex["rejected_ids"]):
+        x = torch.tensor([ids])
+        with torch.no_grad(): assert rm(x, torch.ones_like(x)).item() == pytest.approx(hf(x, attention_mask=torch.ones_like(x)).logits.item(), abs=1e-5)
+
+
+def test_from_policy_copies_and_freezes(tiny):
+    policy, _ = tiny
+    rm = RewardModel.from_policy(policy, frozen=True)
+    assert not any(p.requires_grad for p in rm.backbone.parameters()) and all(p.requires_grad for p in rm.head.parameters())
+    assert {p.data_ptr() for p in rm.parameters()}.isdisjoint(p.data_ptr() for p in policy.parameters())
+    shared = RewardModel.from_policy(policy, copy_weights=False)
+    assert shared.backbone is policy.base_model
+
+
+def test_save_load_roundtrip_with_an_mlp_head(tiny, tmp_path):
+    policy, tok = tiny
+    torch.manual_seed(0)
+    rm = RewardModel.from_policy(policy, head=MLPHead(policy.config.hidden_size, width=8, dropout=0.2)).eval()
+    b = token_batch(PAIRS, tok)
+    back = RewardModel.from_pretrained(rm.save_pretrained(tmp_path / "rm")).eval()
+    assert isinstance(back.head, MLPHead) and back.head.kwargs == rm.head.kwargs
+    with torch.no_grad(): torch.testing.assert_close(back(b["input_ids"], b["attention_mask"]), rm(b["input_ids"], b["attention_mask"]))
+
+
+def test_feature_path_equals_token_path_and_is_cached(rm_and_tok, monkeypatch, tmp_path):
+    rm, tok = rm_and_tok
+    monkeypatch.setenv("RLHF_REF_CACHE", str(tmp_path))
+    rows = [dict(r, chosen_reward=1.0, rejected_reward=0.0, flipped=False) for r in PAIRS]
+    fp = feature_pairs(rm, tok, rows)
+    assert [p["pair_index"] for p in fp] == [0, 1, 2] and fp[0]["flipped"] is False
+    batch = FeatureCollator()(fp)
+    assert "flipped" not in batch and batch["chosen_reward"].tolist() == [1.0, 1.0, 1.0]
+    tokens = token_batch(PAIRS, tok)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.cat(batch_rewards(rm, batch)), torch.cat(batch_rewards(rm, tokens)), rtol=1e-5, atol=1e-5)
+    def boom(*a, **k): raise AssertionError("features were recomputed")
+    monkeypatch.setattr(rmod, "encoded_features", boom)
+    again = feature_pairs(rm, tok, list(reversed(rows)))  # another dataset made of the same responses: read from the cache
+    torch.testing.assert_close(again[0]["chosen_features"], fp[2]["chosen_features"])
+    with pytest.raises(AssertionError, match="recomputed"): response_features(rm, tok, ["new prompt"], [" new response"])
+
+
+def test_as_reward_fn_equals_score_and_needs_reduce_for_several_heads(rm_and_tok):
+    rm, tok = rm_and_tok
+    prompts = [[{"role": "user", "content": "Finish: the film"}], "plain prompt"]
+    fn = as_reward_fn(rm, tok)
+    out = fn(prompts, ["was great.", " was bad."])
+    expected = score(rm, tok, prompts, [[{"role": "assistant", "content": "was great."}], " was bad."])
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-6, atol=1e-6)
+    multi = RewardModel(rm.backbone, LinearHead(rm.config.hidden_size, n_out=3))
+    with pytest.raises(ValueError, match="pass `reduce`"): as_reward_fn(multi, tok)(prompts, ["a", "b"])
+    assert len(as_reward_fn(multi, tok, reduce=lambda o: o.mean(-1))(prompts, ["a", "b"])) == 2
+
+
+def linear_world(n, d=16, seed=0, w_seed=1):
+    w = torch.randn(d, generator=torch.Generator().manual_seed(w_seed))
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for a, b in zip(torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)):
+        (c, rc), (r, rr) = sorted([(a, float(a @ w)), (b, float(b @ w))], key=lambda s: -s[1])
+        rows.append(dict(chosen_features=c, rejected_features=r, chosen_reward=rc, rejected_reward=rr, pair_index=len(rows)))
+    return rows
+
+
+def test_training_a_head_lowers_held_out_loss():
+    train, test = linear_world(300, seed=0), linear_world(500, seed=1)
+    torch.manual_seed(0)
+    head = LinearHead(16)
+    def heldout(model):
+        c, r = pair_rewards(model, test)
+        return {"loss": bt_loss(c, r).mean().item(), "accuracy": pair_accuracy(model, test)}
+    hist = train_head(BradleyTerry(), head, train, steps=150, batch_size=32, lr=3e-2, eval_fn=heldout)
+    evals = [h for h in hist if h.get("split") == "eval"]
+    assert evals[-1]["eval/loss"] < 0.5 * evals[0]["eval/loss"] and evals[-1]["eval/accuracy"] > 0.9
+    train_rows = [h for h in hist if h.get("split") == "train"]
+    assert {"accuracy", "margin", "min_reward", "mean_reward", "max_reward", "loss"} <= set(train_rows[-1])
+
+
+def test_margin_column_is_used_when_present():
+    rows = linear_world(8)
+    head = LinearHead(16)
+    b = FeatureCollator()([dict(r, margin=2.0) for r in rows])
+    with torch.no_grad():
+        c, r = batch_rewards(head, b)
+        assert BradleyTerry().loss(b, head)[0].item() == pytest.approx(bt_loss(c, r, margin=2.0).mean().item())
+        assert BradleyTerry(use_margin=False).loss(b, head)[0].item() == pytest.approx(bt_loss(c, r).mean().item())
+
+
+def test_full_reward_model_learns_a_lexicon(tiny):
+    "The whole tiny model, fine-tuned for a few steps on word-level preferences, ranks unseen combinations."
+    policy, tok = tiny
+    good, bad = ["great", "lovely", "superb"], ["awful", "dull", "bad"]
+    mk = lambda p, c, r: {"prompt": p, "chosen": f" It was {c}.", "rejected": f" It was {r}."}
+    train = [mk(f"Review {i}:", good[i % 3], bad[(i // 3) % 3]) for i in range(18)]
+    test = [mk(f"Another review {i}:", f"{good[i % 3]} and {good[(i + 1) % 3]}", f"{bad[i % 3]} and {bad[(i + 2) % 3]}") for i in range(6)]
+    collate = PreferenceCollator(tok.pad_token_id)
+    test_batch = collate(list(preference_dataset(test, tok)))
+    torch.manual_seed(0)
+    rm = RewardModel.from_policy(policy)
+    def heldout(model):
+        c, r = batch_rewards(model, test_batch)
+        return {"loss": bt_loss(c, r).mean().item()}
+    from rlhf_ref.train import Trainer, TrainConfig
+    cfg = TrainConfig(out_dir=tempfile.mkdtemp(), max_steps=25, batch_size=6, lr=3e-3, progress=False)
+    hist = Trainer(BradleyTerry(), rm, None, preference_dataset(train, tok), collate, cfg, eval_fn=heldout).train()
+    evals = [h["eval/loss"] for h in hist if h.get("split") == "eval"]
+    assert evals[-1] < evals[0] - 0.2
+
+
+def test_prompt_split_keeps_prompts_apart_and_candidates_are_distinct():
+    from rlhf_ref.reward_model import prompt_candidates, prompt_split, standardize
+    rows = [dict(prompt=[{"role": "user", "content": f"p{i}"}], chosen=f"a{j}", rejected=f"b{j % 2}", chosen_reward=1.0 + j,
+                 rejected_reward=float(j % 2)) for i in range(20) for j in range(3)]
+    tr, te = prompt_split(rows, 0.3, seed=1)
+    assert len(tr) + len(te) == len(rows) and len(te) == 3 * 6
+    assert not {r["prompt"][0]["content"] for r in tr} & {r["prompt"][0]["content"] for r in te}
+    assert prompt_split(rows, 0.3, seed=1) == (tr, te) and prompt_split(rows, 0.3, seed=2) != (tr, te)
+    with pytest.raises(ValueError, match="test_fraction"): prompt_split(rows, 1.0)
+    feats = {s: torch.randn(4) for s in ("a0", "a1", "a2", "b0", "b1")}
+    pairs = [dict(chosen_features=feats[r["chosen"]], rejected_features=feats[r["rejected"]]) for r in te]
+    cands = prompt_candidates(te, pairs)
+    assert len(cands) == 6 and all(f.shape == (5, 4) and sorted(g.tolist()) == [0.0, 1.0, 1.0, 2.0, 3.0] for f, g in cands)
+    with pytest.raises(ValueError, match="feature rows"): prompt_candidates(te, pairs[:-1])
+    scaled_tr, scaled_te = standardize(pairs, pairs[:2])
+    x = torch.stack([r[k] for r in scaled_tr for k in ("chosen_features", "rejected_features")])
+    torch.testing.assert_close(x.mean(0), torch.zeros(4), atol=1e-5, rtol=0); torch.testing.assert_close(x.std(0), torch.ones(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(scaled_te[1]["chosen_features"], scaled_tr[1]["chosen_features"])
