@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import check_choice, check_range
+from .prefdata import _swap as _swap_sides
 from .reward_model import BradleyTerry, RewardModel, batch_rewards, pair_rewards, reward_metrics, train_head
 
 # %% auto #0
@@ -40,8 +41,8 @@ def lowest_strength(strength: torch.Tensor, # (N,) mu_hat of each pair
     return mask
 
 def _swap(row: dict) -> dict:
-    other = lambda k: "rejected" + k[6:] if k.startswith("chosen") else "chosen" + k[8:] if k.startswith("rejected") else k
-    out = {k: row[other(k)] if other(k) in row else row[k] for k in row}
+    "`rlhf_ref.prefdata`'s swap of every `chosen*`/`rejected*` field, and the sign of `strength`."
+    out = _swap_sides(row)
     if "strength" in out: out["strength"] = -out["strength"]  # the new chosen response is the old rejected one
     return out
 
