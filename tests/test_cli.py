@@ -8,12 +8,17 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 TRAIN = ["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--n-prompts", "8", "--k", "2", "--batch-size", "2", "--keep-unfinished", "--n-eval-prompts", "4"]
 
 
-def cli(*args, timeout=600):
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+def cli(*args, timeout=600, cwd=None):
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=ENV, timeout=timeout, cwd=cwd)
 
 
 @pytest.mark.parametrize("args", [[], ["train"], ["train", "--algo", "nope", "--task", "sentiment"],
                                   ["train", "--algo", "dpo", "--task", "sentiment", "--steps", "many"],
+                                  ["train", "--algo", "dpo", "--task", "sentiment", "--steps", "-3"],
+                                  ["train", "--algo", "dpo", "--task", "sentiment", "--lr", "0"],
+                                  ["train", "--algo", "dpo", "--task", "sentiment", "--beta", "nan"],
+                                  ["train", "--algo", "dpo", "--task", "sentiment", "--k", "1"],
+                                  ["eval", "--policy", "x", "--task", "sentiment", "--samples", "0"],
                                   ["eval", "--task", "sentiment"], ["eval", "--policy", "x", "--task", "poetry"], ["frobnicate"]])
 def test_wrong_arguments_print_usage_and_exit_2(args):
     r = cli(*args)
@@ -23,12 +28,12 @@ def test_wrong_arguments_print_usage_and_exit_2(args):
 @pytest.mark.parametrize("args,msg", [
     (["eval", "--policy", "/no/such/dir", "--task", "sentiment"], "does not exist"),
     (["train", "--algo", "dpo", "--task", "sentiment", "--model", "./missing-model"], "does not exist"),
-    (["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--beta", "0"], "beta must be"),
+    (["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--label-smoothing", "0.7"], "label_smoothing must be"),
     (["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--loss-type", "ipo", "--label-smoothing", "0.2"], "not 'ipo'"),
     (["report", "/no/such/run"], "has no metrics.jsonl"),
 ])
-def test_bad_input_is_one_clear_line(args, msg):
-    r = cli(*args)
+def test_bad_input_is_one_clear_line(args, msg, tmp_path):
+    r = cli(*args, cwd=tmp_path)  # in an empty folder: a run the user keeps in ./runs must not change the answer
     assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
