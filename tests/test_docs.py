@@ -283,6 +283,9 @@ def test_site_in_chromium(site, server):
             # search, offline: Sphinx's index finds the API entry
             page.goto(server + "search.html?q=dpo_loss", wait_until="load")
             page.locator("#search-results a[href*='dpo.html']").first.wait_for(timeout=20000)
+            # Sphinx then fetches each result page for its summary; leaving before those finish aborts them
+            # (net::ERR_ABORTED), which the request check below would report as a failure
+            page.wait_for_load_state("networkidle", timeout=20000)
 
             # interactive plotly figures, drawn from the stored JSON by the site's plotly.js
             for name in figure_pages:
