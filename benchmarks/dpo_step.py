@@ -7,7 +7,8 @@ Peak memory is measured for each contender in a separate process. Prints one JSO
 
 Contenders:
 - rlhf_ref: `rlhf_ref.dpo.DPO` driven exactly as `rlhf_ref.train.Trainer` drives it (loss, backward, clip, fused AdamW);
-  the reference forward runs every step, as in TRL's default.
+  the reference forward runs every step, as in TRL's default. Each prompt runs once for its two responses
+  (`rlhf_ref.logprobs.concatenated_forward`, the default), in the policy and in the reference.
 - rlhf_ref_precomputed: the same with reference log-probs precomputed once per dataset (what the pipeline does); the
   step no longer contains a reference forward.
 - trl: `trl.DPOTrainer` (bf16=False, otherwise TRL's defaults, so activation checkpointing on), stepped as its

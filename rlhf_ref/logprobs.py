@@ -45,42 +45,75 @@ def seq_logps(token_logps: torch.Tensor, # (B, T) per-token log-probs
     "Per-sequence log-probabilities, shape (B,): sums, or means with `average=True`."
     return masked_mean(token_logps, mask) if average else masked_sum(token_logps, mask)
 
-# %% ../nbs/02_logprobs.ipynb #a4b34dca
+# %% ../nbs/02_logprobs.ipynb #1d1cfbf6
 def _accepts(model, arg: str) -> bool:
     fwd = getattr(model, "module", model).forward  # unwrap DistributedDataParallel
     return arg in inspect.signature(fwd).parameters
 
-def _final_hidden(model, **inputs):
-    """Final hidden states and the output layer, when they reproduce the model's own logits; else None.
+def _final_hidden(model, use_cache: bool = False, **inputs):
+    """`(final hidden states, output layer, model output)` when the hidden states reproduce the model's own logits; else None.
 
     The model is called (through its own forward, so wrappers such as DDP see the call) for the logits of the last
     position only, and the head applied to the last hidden state must give those logits back: models that scale or
     soft-cap their logits fail the check once and take the plain path from then on."""
     inner = getattr(model, "module", model)
     if getattr(inner, "_rlhf_ref_hidden_ok", True) is False or not _accepts(model, "logits_to_keep"): return None
-    out = model(**inputs, use_cache=False, logits_to_keep=1, output_hidden_states=True)
+    out = model(**inputs, use_cache=use_cache, logits_to_keep=1, output_hidden_states=True)
     head, hidden = inner.get_output_embeddings(), out.hidden_states[-1] if out.hidden_states else None
     with torch.no_grad():
         ok = head is not None and hidden is not None and torch.allclose(
             head(hidden[:, -1]).float(), out.logits[:, -1].float(), rtol=1e-3, atol=1e-3)
     inner._rlhf_ref_hidden_ok = bool(ok)
-    return (hidden, head) if ok else None
+    return (hidden, head, out) if ok else None
 
-# %% ../nbs/02_logprobs.ipynb #214b9261
+# %% ../nbs/02_logprobs.ipynb #fc409eae
+def _can_share_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, R: int) -> bool:
+    "Do rows i and n+i hold the same prompt, and can this model run it once for both? (See the section below.)"
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    if hasattr(inner, "module"): return False  # other wrappers (FSDP, DeepSpeed): one forward call per backward
+    ckpt = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    if getattr(inner, ckpt, False): return False  # transformers turns the cache off under activation checkpointing
+    if getattr(inner, "_rlhf_ref_hidden_ok", True) is False or not _accepts(model, "past_key_values"): return False
+    B, P = input_ids.shape[0], input_ids.shape[1] - R
+    if B < 2 or B % 2 or P < 1: return False
+    n = B // 2
+    return torch.equal(input_ids[:n, :P], input_ids[n:, :P]) and torch.equal(attention_mask[:n, :P], attention_mask[n:, :P])
+
+def _shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, R: int):
+    "`(hidden (2n, R, d) before each response token, head)` with the n prompts run once; None to take the plain path."
+    n, P = input_ids.shape[0] // 2, input_ids.shape[1] - R
+    first = _final_hidden(model, use_cache=True, input_ids=input_ids[:n, :P], attention_mask=attention_mask[:n, :P],
+                          position_ids=position_ids[:n, :P])
+    cache = first[2].past_key_values if first is not None else None
+    if cache is None or not hasattr(cache, "reorder_cache"): return None
+    cache.reorder_cache(torch.arange(n, device=input_ids.device).repeat(2))  # prompts 0..n-1 twice: chosen rows, rejected rows
+    second = _final_hidden(model, use_cache=True, past_key_values=cache, input_ids=input_ids[:, P:],
+                           attention_mask=attention_mask, position_ids=position_ids[:, P:])
+    if second is None: return None
+    # the last prompt position predicts the first response token; response position t predicts token t+1
+    return torch.cat([first[0][:, -1:].repeat(2, 1, 1), second[0][:, :-1]], 1), first[1]
+
+# %% ../nbs/02_logprobs.ipynb #94ab808a
 def response_logps(model, # a causal LM
                    input_ids: torch.Tensor, # (B, L) left-padded prompt then right-padded response
                    attention_mask: torch.Tensor, # (B, L) 1 on real tokens
                    response_mask: torch.Tensor, # (B, R) 1 on response tokens, which fill the last R columns
                    return_logits: bool = False, # also return the (N, V) logits of the N response tokens
+                   share_prompt: bool = False, # rows i and B/2+i may share a prompt: run it once when they do
                   ):
     "Per-token log-probs of the response, (B, R) with 0 at padding; with `return_logits`, `(token_logps, logits)`."
     R, mask = response_mask.shape[1], response_mask.bool()
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
                   position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
-    found = _final_hidden(model, **inputs)
+    found = None
+    if share_prompt and _can_share_prompt(model, input_ids, attention_mask, R):
+        found = _shared_prompt_hidden(model, **inputs, R=R)
+    if found is None:
+        full = _final_hidden(model, **inputs)
+        if full is not None: found = full[0][:, -(R + 1):-1], full[1]  # position t predicts token t+1
     if found is not None:
         hidden, head = found
-        logits = head(hidden[:, -(R + 1):-1][mask])  # (N, V): position t predicts token t+1
+        logits = head(hidden[mask])  # (N, V)
     else:
         kw = dict(logits_to_keep=R + 1) if _accepts(model, "logits_to_keep") else {}
         logits = model(**inputs, use_cache=False, **kw).logits[:, -(R + 1):-1][mask]
@@ -88,15 +121,16 @@ def response_logps(model, # a causal LM
     token_logps = lp.new_zeros(mask.shape).masked_scatter(mask, lp)
     return (token_logps, logits) if return_logits else token_logps
 
-# %% ../nbs/02_logprobs.ipynb #bf9ebd88
+# %% ../nbs/02_logprobs.ipynb #687dfb9a
 def concatenated_forward(model, # a causal LM
                          batch: dict, # from `rlhf_ref.data.collate_preferences`: chosen rows, then rejected rows
                          average: bool = False, # mean instead of sum over response tokens
                          return_logits: bool = False, # keep the (N, V) logits of the response tokens (TDPO needs them)
+                         share_prompt: bool = True, # run each prompt once for both of its responses (when possible)
                         ) -> dict:
-    "Sequence log-probs of chosen and rejected responses from one forward pass over the stacked batch."
+    "Sequence log-probs of chosen and rejected responses from one pass over the stacked batch."
     mask = batch["response_mask"]
-    out = response_logps(model, batch["input_ids"], batch["attention_mask"], mask, return_logits)
+    out = response_logps(model, batch["input_ids"], batch["attention_mask"], mask, return_logits, share_prompt)
     token_logps, logits = out if return_logits else (out, None)
     logps = seq_logps(token_logps, mask, average)
     n = logps.shape[0] // 2

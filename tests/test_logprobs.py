@@ -121,3 +121,90 @@ def test_logit_stats():
     mean, ent = logit_stats(z, chunk_size=5)
     torch.testing.assert_close(mean, z.mean(-1))
     torch.testing.assert_close(ent, torch.distributions.Categorical(logits=z).entropy())
+
+
+def _calls(model):
+    "Record the input shape of every forward call of `model`; returns (list, hook handle)."
+    shapes = []
+    return shapes, model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+
+
+@pytest.fixture
+def uneven_batch(tiny):
+    "Prompts of different lengths (left padding), responses of different lengths (right padding)."
+    from rlhf_ref.data import preference_dataset, PreferenceCollator
+    _, tok = tiny
+    rows = [dict(prompt="Review " + "very " * i + "short:", chosen=" good" * (1 + i % 3), rejected=" bad film" * (2 - i % 2))
+            for i in range(5)]
+    return PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows, tok)))
+
+
+def test_shared_prompt_forward_equals_stacked_forward(tiny, uneven_batch):
+    "Running each prompt once gives the stacked forward's log-probs, logits and parameter gradients."
+    from rlhf_ref.models import frozen_copy
+    model, _ = tiny
+    a, b = frozen_copy(model).requires_grad_(True), frozen_copy(model).requires_grad_(True)
+    R = uneven_batch["response_mask"].shape[1]; P = uneven_batch["input_ids"].shape[1] - R
+    assert (uneven_batch["attention_mask"][:, 0] == 0).any()  # some prompts are left-padded
+    shapes, hook = _calls(a)
+    shared = concatenated_forward(a, uneven_batch, return_logits=True)
+    hook.remove()
+    assert shapes == [(5, P), (10, R)]  # the shared path was taken
+    plain = concatenated_forward(b, uneven_batch, return_logits=True, share_prompt=False)
+    for k in ("chosen_logps", "rejected_logps", "token_logps", "logits"):
+        torch.testing.assert_close(shared[k], plain[k], rtol=1e-5, atol=1e-5, msg=k)
+    loss = lambda o: (o["chosen_logps"] - 2 * o["rejected_logps"]).sum()
+    loss(shared).backward(); loss(plain).backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_shared_prompt_falls_back_when_it_cannot_share(tiny, uneven_batch):
+    "Different prompts in the two halves, activation checkpointing, or a DDP-style wrapper: one stacked forward, same numbers."
+    from rlhf_ref.models import frozen_copy
+    model, _ = tiny
+    L = uneven_batch["input_ids"].shape[1]
+    want = concatenated_forward(model, uneven_batch, share_prompt=False)
+    swapped = dict(uneven_batch)  # rejected rows reversed: row i and row n+i no longer share a prompt
+    for k in ("input_ids", "attention_mask", "response_mask"):
+        swapped[k] = torch.cat([uneven_batch[k][:5], uneven_batch[k][5:].flip(0)])
+    shapes, hook = _calls(model)
+    out = concatenated_forward(model, swapped)
+    hook.remove()
+    assert shapes == [(10, L)]
+    torch.testing.assert_close(out["chosen_logps"], want["chosen_logps"])
+    torch.testing.assert_close(out["rejected_logps"], want["rejected_logps"].flip(0))
+
+    ckpt = frozen_copy(model).requires_grad_(True)
+    ckpt.activation_checkpointing_enable(); ckpt.train()
+    shapes, hook = _calls(ckpt)
+    out = concatenated_forward(ckpt, uneven_batch)
+    hook.remove()
+    assert shapes == [(10, L)]
+    torch.testing.assert_close(out["token_logps"], want["token_logps"], rtol=1e-5, atol=1e-5)
+
+    class Wrapped(torch.nn.Module):  # what DistributedDataParallel looks like from outside: `.module` and a forward
+        def __init__(self, m): super().__init__(); self.module = m
+        def forward(self, **kw): return self.module(**kw)
+    shapes, hook = _calls(model)
+    out = concatenated_forward(Wrapped(model), uneven_batch)
+    hook.remove()
+    assert shapes == [(10, L)]
+    torch.testing.assert_close(out["token_logps"], want["token_logps"])
+
+
+@pytest.mark.parametrize("flag", [[], ["find_unused"]])
+def test_shared_prompt_under_ddp_matches_one_process(flag, tmp_path):
+    "Two gloo processes, DDP, prompt run once in each: the synchronised gradients equal one process's on the whole batch."
+    import json, socket, subprocess, sys
+    from pathlib import Path
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    script = Path(__file__).with_name("ddp_shared_prompt.py")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                          "--master_port", str(port), str(script), *flag], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    lines = [l for l in res.stdout.splitlines() if l.startswith("{")]
+    assert res.returncode == 0 and lines, res.stderr[-3000:]
+    out = json.loads(lines[-1])
+    P_R = out["calls"]
+    assert P_R[0][0] == 2 and P_R[1][0] == 4, P_R  # 2 prompts, then 4 responses: the shared path ran under DDP
+    assert out["max_grad"] > 1e-3 and out["max_grad_err"] < 1e-4 * out["max_grad"], out
