@@ -155,8 +155,9 @@ def test_shared_prompt_forward_equals_stacked_forward(tiny, uneven_batch):
         torch.testing.assert_close(shared[k], plain[k], rtol=1e-5, atol=1e-5, msg=k)
     loss = lambda o: (o["chosen_logps"] - 2 * o["rejected_logps"]).sum()
     loss(shared).backward(); loss(plain).backward()
-    for (n, p), q in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):  # fp32 sums in another order: compare relative to the norm
+        err = ((p.grad - q.grad).norm() / q.grad.norm()).item()
+        assert q.grad.norm() > 0 and err < 1e-5, f"{n}: relative gradient error {err:.2e}"
 
 
 def test_shared_prompt_falls_back_when_it_cannot_share(tiny, uneven_batch):
