@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 import torch
 import torch.nn.functional as F
+from .algos import Algorithm
 from .core import check_choice, check_range
 from .reward_model import RewardModel, as_reward_fn, batch_rewards
 
@@ -81,7 +82,7 @@ def brme_loss(chosen: torch.Tensor, # (B, k, 2) each head's mu and sigma for y_c
 
 # %% ../nbs/11a_brme.ipynb #b36fec7d
 @dataclass
-class BRME:
+class BRME(Algorithm):
     "Stage 2 of BRME: k Gaussian heads, each trained on its own random subset of the pairs (derivation, ours)."
     subset: float = 0.7  # share of the pairs each head trains on (ours)
     loss_type: str = "bt"  # "bt" or "mse" (to the frozen stage-1 reward model passed as `ref`)

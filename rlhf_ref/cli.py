@@ -8,9 +8,9 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/cli.html.md"""
 from __future__ import annotations
 import argparse, json, math, shutil, sys
 from pathlib import Path
+from .algos import algo_params, algo_table, algorithms, build_algo
 from .core import NonFiniteLossError, read_jsonl
 from .data import DataError
-from .dpo import DPO
 from .evaluate import Evaluator
 from .models import ModelNotFoundError, load_policy, policy_meta
 from .pipeline import preference_run
@@ -18,13 +18,34 @@ from .plots import write_report
 from .tasks import TASKS, get_task
 
 # %% auto #0
-__all__ = ['ALGOS', 'build_parser', 'cmd_train', 'cmd_eval', 'cmd_report', 'main']
+__all__ = ['GENERAL_FLAGS', 'algo_from_args', 'build_parser', 'cmd_train', 'cmd_eval', 'cmd_report', 'cmd_algos', 'main']
 
 # %% ../nbs/99_cli.ipynb #f133b5de
-def _dpo(args) -> DPO:
-    return DPO(beta=args.beta, loss_type=args.loss_type, label_smoothing=args.label_smoothing)
+GENERAL_FLAGS = {"algo", "task", "model", "steps", "batch_size", "out", "resume", "overwrite", "lr", "k", "n_prompts",
+                 "keep_unfinished", "eval_every", "n_eval_prompts", "seed"}  # train's own flags: no hyperparameter may take them
 
-ALGOS = {"dpo": _dpo}  # name -> builder from the parsed arguments
+def _flag(name: str) -> str: return "--" + name.rstrip("_").replace("_", "-")
+
+def _add_algo_flags(t: argparse.ArgumentParser) -> None:
+    "One flag per hyperparameter name over all registered algorithms; the help says which algorithms take it."
+    by_name: dict[str, list] = {}
+    for algo, info in algorithms().items():
+        for name, spec in algo_params(info.cls).items(): by_name.setdefault(name, []).append((algo, spec))
+    clash = sorted(set(by_name) & GENERAL_FLAGS)
+    if clash: raise RuntimeError(f"hyperparameters {clash} clash with rlhf-ref train's own flags: rename them")
+    g = t.add_argument_group("algorithm hyperparameters (each applies to the algorithms named in its help)")
+    for name, uses in sorted(by_name.items()):
+        help_ = "; ".join(f"{a}: {s['doc'] or s['type']} (default {s['default']})".replace("%", "%%") for a, s in uses)
+        g.add_argument(_flag(name), dest=f"hp_{name}", default=None, metavar=uses[0][1]["type"].split(" ")[0].upper(), help=help_)
+
+def algo_from_args(args) -> object:
+    "The algorithm object chosen by `--algo`, with the hyperparameter flags given (a `ValueError` names a wrong one)."
+    given = {k[3:]: v for k, v in vars(args).items() if k.startswith("hp_") and v is not None}
+    own = algo_params(algorithms()[args.algo].cls)
+    foreign = [_flag(k) for k in given if k not in own]
+    if foreign: raise ValueError(f"{', '.join(foreign)} {'is not a hyperparameter' if len(foreign) == 1 else 'are not hyperparameters'} "
+                                 f"of {args.algo} (its own: {', '.join(_flag(k) for k in own) or 'none'})")
+    return build_algo(args.algo, **given)
 
 # %% ../nbs/99_cli.ipynb #df5f5ef1
 def _int_at_least(lo: int):
@@ -49,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlhf-ref", description="Train and evaluate preference-alignment algorithms.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a policy with an algorithm on a task")
-    t.add_argument("--algo", required=True, choices=sorted(ALGOS))
+    t.add_argument("--algo", required=True, choices=sorted(algorithms()), help="the algorithm (`rlhf-ref algos` lists them)")
     t.add_argument("--task", required=True, choices=sorted(TASKS))
     t.add_argument("--model", default=None, help="model directory, hub id, 'tiny', or (default) the embedded SmolLM2")
     t.add_argument("--steps", type=_int_at_least(1), default=60, help="optimizer steps (default 60)")
@@ -58,9 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start again")
     t.add_argument("--lr", type=_positive_float, default=2e-5)
-    t.add_argument("--beta", type=_positive_float, default=0.1)
-    t.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "robust", "ipo", "hinge"])
-    t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--k", type=_int_at_least(2), default=4, help="samples per prompt when building preference pairs (default 4)")
     t.add_argument("--n-prompts", type=_int_at_least(1), default=None, help="use the first N train prompts (default all)")
     t.add_argument("--keep-unfinished", action="store_true",
@@ -68,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=_int_at_least(0), default=20)
     t.add_argument("--n-eval-prompts", type=_int_at_least(1), default=None, help="evaluate on the first N held-out prompts (default all)")
     t.add_argument("--seed", type=int, default=0)
+    _add_algo_flags(t)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a saved policy against its reference")
     e.add_argument("--policy", required=True, help="a policy folder written by `rlhf-ref train` (DIR/policy) or any model")
@@ -80,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write DIR/report.html from a run's metrics")
     r.add_argument("run_dir")
     r.set_defaults(func=cmd_report)
+    a = sub.add_parser("algos", help="list the registered algorithms and their metadata")
+    a.add_argument("--json", action="store_true", help="JSON rows instead of a table")
+    a.set_defaults(func=cmd_algos)
     return p
 
 # %% ../nbs/99_cli.ipynb #7ca62061
@@ -88,7 +110,10 @@ def cmd_train(args) -> int:
     if (out / "checkpoints").exists() and not (args.resume or args.overwrite):  # fail before loading anything
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start again")
     eval_prompts = get_task(args.task).eval_prompts[:args.n_eval_prompts] if args.n_eval_prompts else None
-    preference_run(ALGOS[args.algo](args), args.task, args.model, out, steps=args.steps, batch_size=args.batch_size,
+    info = algorithms()[args.algo]
+    if info.data != "pairs":
+        raise ValueError(f"{args.algo} learns from {info.data}; `rlhf-ref train` runs the algorithms on preference pairs so far")
+    preference_run(args.algo_obj, args.task, args.model, out, steps=args.steps, batch_size=args.batch_size,
                    lr=args.lr, k=args.k, n_prompts=args.n_prompts, require_finished=not args.keep_unfinished,
                    eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed, resume=args.resume,
                    overwrite=args.overwrite)
@@ -117,9 +142,17 @@ def cmd_report(args) -> int:
     print(write_report(args.run_dir).resolve())
     return 0
 
+def cmd_algos(args) -> int:
+    print(algo_table(as_json=args.json))
+    return 0
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `rlhf-ref` command."
-    args = build_parser().parse_args(argv)  # prints the usage and exits 2 on wrong arguments
+    parser = build_parser()
+    args = parser.parse_args(argv)  # prints the usage and exits 2 on wrong arguments
+    if args.command == "train":  # hyperparameters are checked by the algorithm's class, still before any model loads
+        try: args.algo_obj = algo_from_args(args)
+        except ValueError as e: parser.error(str(e))
     try: return args.func(args)
     except KeyboardInterrupt as e:
         print(f"\nrlhf-ref: {e or 'interrupted'}", file=sys.stderr); return 130

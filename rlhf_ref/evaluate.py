@@ -8,13 +8,14 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/eval.html.md"""
 from __future__ import annotations
 import math, statistics
 import torch
+from fastcore.basics import patch
 from .core import fingerprint
 from .generation import completion_logps, generate
 from .logprobs import kl_estimate
 from .tasks import Task
 
 # %% auto #0
-__all__ = ['distinct_n', 'Evaluator', 'evaluate']
+__all__ = ['distinct_n', 'Evaluator']
 
 # %% ../nbs/08_eval.ipynb #3a4829c8
 def distinct_n(texts: list[str], n: int) -> float:
@@ -41,6 +42,7 @@ class Evaluator:
 
 # %% ../nbs/08_eval.ipynb #60fd4b4e
 @torch.no_grad()
+@patch
 def evaluate(self: Evaluator, policy, return_samples: bool = False) -> dict:
     "Reward, length, diversity and, with a reference, KL and win rate of fresh samples from `policy`."
     samples, rewards = self._sample(policy)
@@ -64,5 +66,7 @@ def evaluate(self: Evaluator, policy, return_samples: bool = False) -> dict:
     if return_samples: res["samples"] = [dict(s, reward=r) for s, r in zip(samples, rewards)]
     return res
 
-Evaluator.evaluate = evaluate
-Evaluator.__call__ = lambda self, policy: self.evaluate(policy)
+@patch
+def __call__(self: Evaluator, policy) -> dict:
+    "Same as `evaluate(policy)`."
+    return self.evaluate(policy)

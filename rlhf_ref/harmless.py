@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
+from fastcore.basics import patch
 from .core import data_dir
 from .simplify import MiniLM, minilm, read_corpus, words_of
 from .tasks import Task
 
 # %% auto #0
-__all__ = ['HARMLESS_SPLITS', 'load_harmless', 'harmless_preferences', 'HarmlessReward', 'components', 'harmless_task']
+__all__ = ['HARMLESS_SPLITS', 'load_harmless', 'harmless_preferences', 'HarmlessReward', 'harmless_task']
 
 # %% ../nbs/05c_harmless.ipynb #50ea4eea
 HARMLESS_SPLITS = ("train", "test")
@@ -61,6 +62,7 @@ class HarmlessReward:
         return torch.stack([self._anchors[p][0] for p in prompts]), torch.stack([self._anchors[p][1] for p in prompts])
 
 # %% ../nbs/05c_harmless.ipynb #73473ae6
+@patch
 def components(self: HarmlessReward, prompts: list[str], outputs: list[str]) -> dict[str, list[float]]:
     "Per output: `cos_chosen`, `cos_rejected`, `lean`, `relevance` and `reward` (-1 for a completion without words)."
     if len(prompts) != len(outputs): raise ValueError(f"{len(prompts)} prompts for {len(outputs)} outputs")
@@ -75,8 +77,10 @@ def components(self: HarmlessReward, prompts: list[str], outputs: list[str]) -> 
     return dict(cos_chosen=cos_w.tolist(), cos_rejected=cos_l.tolist(), lean=lean.tolist(),
                 relevance=relevance.tolist(), reward=reward.tolist())
 
-HarmlessReward.components = components
-HarmlessReward.__call__ = lambda self, prompts, completions: self.components([_user_text(p) for p in prompts], completions)["reward"]
+@patch
+def __call__(self: HarmlessReward, prompts: list, completions: list[str]) -> list[float]:
+    "The gold reward of each completion (the `reward` component)."
+    return self.components([_user_text(p) for p in prompts], completions)["reward"]
 
 # %% ../nbs/05c_harmless.ipynb #003673e4
 def harmless_task(eval_split: str = "test" # the split whose prompts are the eval prompts

@@ -24,7 +24,7 @@ def _say(msg: str, quiet: bool) -> None:
     if not quiet: print(msg, flush=True)
 
 # %% ../nbs/09_pipeline.ipynb #eda12175
-def preference_run(algo, # an algorithm object: `loss(batch, policy, ref)`
+def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)`
                    task: Task | str = "sentiment", model: str | None = None, # None: the embedded SmolLM2
                    out_dir: str | Path = "runs/run", *, steps: int = 60, batch_size: int = 4, grad_accum: int = 1,
                    lr: float = 2e-5, warmup_steps: int = 5, max_grad_norm: float | None = 10.0, seed: int = 0,
@@ -44,7 +44,7 @@ def preference_run(algo, # an algorithm object: `loss(batch, policy, ref)`
     if not rows: raise ValueError(f"no preference pairs: on every prompt, fewer than 2 of the {k} samples finished or all "
                                   "scored the same" + (" (require_finished=False ranks unfinished samples too)" if require_finished else ""))
     ds = preference_dataset(rows, tok, max_length=max_length, max_prompt_length=max_prompt_length)
-    if getattr(algo, "precompute_ref", False): ds = precompute_ref_logps(ds, ref, tok.pad_token_id)
+    if algo.precompute_ref: ds = precompute_ref_logps(ds, ref, tok.pad_token_id)
     _say(f"[3/5] {len(ds)} pairs; training {type(algo).__name__} for {steps} steps -> {out_dir}", quiet)
     cfg = TrainConfig(out_dir=str(out_dir), max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                       warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, eval_every=eval_every, seed=seed, progress=not quiet)

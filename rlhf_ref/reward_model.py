@@ -14,17 +14,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from fastcore.basics import patch
 from transformers import AutoModel
+from .algos import Algorithm
 from .core import cache_dir, check_range, fingerprint, set_seed
 from .data import pad_prompt_response, tokenize_row
 from .models import _no_hf_progress
 from .train import TrainConfig, Trainer
 
 # %% auto #0
-__all__ = ['last_token_index', 'LinearHead', 'MLPHead', 'RewardModel', 'freeze_backbone', 'save_pretrained', 'bt_loss',
-           'reward_metrics', 'batch_rewards', 'BradleyTerry', 'encode_responses', 'encoded_features',
-           'response_features', 'feature_pairs', 'FeatureCollator', 'train_head', 'spearman', 'gold_accuracy',
-           'pair_rewards', 'pair_accuracy', 'score', 'as_reward_fn', 'prompt_split', 'prompt_candidates', 'standardize']
+__all__ = ['last_token_index', 'LinearHead', 'MLPHead', 'RewardModel', 'freeze_backbone', 'bt_loss', 'reward_metrics',
+           'batch_rewards', 'BradleyTerry', 'encode_responses', 'encoded_features', 'response_features',
+           'feature_pairs', 'FeatureCollator', 'train_head', 'spearman', 'gold_accuracy', 'pair_rewards',
+           'pair_accuracy', 'score', 'as_reward_fn', 'prompt_split', 'prompt_candidates', 'standardize']
 
 # %% ../nbs/11_reward_model.ipynb #6bbf6e2e
 def last_token_index(attention_mask: torch.Tensor # (B, L) 1 on real tokens; padding on either side
@@ -92,7 +94,8 @@ def freeze_backbone(rm: RewardModel) -> RewardModel:
     rm.backbone.requires_grad_(False).eval()
     return rm
 
-def _from_policy(cls, model, # a causal LM, e.g. from `rlhf_ref.models.load_policy`
+@patch(cls_method=True)
+def from_policy(cls: RewardModel, model, # a causal LM, e.g. from `rlhf_ref.models.load_policy`
                  *, head: torch.nn.Module | None = None, # default: a scalar `LinearHead`
                  frozen: bool = False, # freeze the backbone (train the head only, e.g. on cached features)
                  copy_weights: bool = True, # copy the backbone, so that policy and reward model share no weights
@@ -105,9 +108,8 @@ def _from_policy(cls, model, # a causal LM, e.g. from `rlhf_ref.models.load_poli
     rm = cls(backbone, head.to(device=p.device, dtype=p.dtype))
     return freeze_backbone(rm) if frozen else rm
 
-RewardModel.from_policy = classmethod(_from_policy)
-
 # %% ../nbs/11_reward_model.ipynb #f4d70d99
+@patch
 def save_pretrained(self: RewardModel, path: str | Path) -> Path:
     "Save the backbone (transformers format), the head's weights, and its class and arguments (`reward_head.json`)."
     path = Path(path)
@@ -117,7 +119,8 @@ def save_pretrained(self: RewardModel, path: str | Path) -> Path:
     (path / "reward_head.json").write_text(json.dumps(spec, indent=2))
     return path
 
-def _from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None) -> RewardModel:
+@patch(cls_method=True)
+def from_pretrained(cls: RewardModel, path: str | Path, *, device: str | torch.device | None = None) -> RewardModel:
     "Load a reward model written by `save_pretrained`."
     path = Path(path)
     if not (path / "reward_head.json").exists(): raise FileNotFoundError(f"{path} holds no reward model (no reward_head.json)")
@@ -129,8 +132,6 @@ def _from_pretrained(cls, path: str | Path, *, device: str | torch.device | None
     p = next(backbone.parameters())
     rm = cls(backbone, head.to(device=p.device, dtype=p.dtype))
     return rm.to(device) if device is not None else rm
-
-RewardModel.save_pretrained, RewardModel.from_pretrained = save_pretrained, classmethod(_from_pretrained)
 
 # %% ../nbs/11_reward_model.ipynb #b175319b
 def bt_loss(chosen_rewards: torch.Tensor, # r(x, y_c), shape (B,)
@@ -169,7 +170,7 @@ def batch_rewards(model, # a `RewardModel`, or a head alone (then the batch must
     return rewards[:n], rewards[n:]
 
 @dataclass
-class BradleyTerry:
+class BradleyTerry(Algorithm):
     "The Bradley-Terry reward-model loss, for `rlhf_ref.train.Trainer` (whose policy is the reward model, or its head)."
     center_coef: float = 0.0  # TRL `center_rewards_coefficient`
     use_margin: bool = True  # subtract the batch's `margin` column when it has one (TRL)

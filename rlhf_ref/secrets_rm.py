@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
+from .algos import Algorithm
 from .core import check_choice, check_range
 from .prefdata import _swap as _swap_sides
 from .reward_model import BradleyTerry, RewardModel, batch_rewards, pair_rewards, reward_metrics, train_head
@@ -81,7 +83,7 @@ def info_nce(z1: torch.Tensor, # (B, D) first view
 
 # %% ../nbs/11b_secrets.ipynb #305c87f0
 @dataclass
-class SecretsRM:
+class SecretsRM(Algorithm):
     "Bradley-Terry with an adaptive margin, label smoothing and a contrastive term (flips are made on the data)."
     margin_coef: float = 0.0  # margin = margin_coef * strength (paper: the strength itself, on all pairs); 0: none
     label_smoothing: float = 0.0  # alpha (ours: 0.1)
@@ -107,7 +109,8 @@ def contrastive_term(model, batch: dict, temperature: float) -> torch.Tensor:
     views = [head.embed(batch["features"]) for _ in range(2)]  # dropout makes the two differ
     return info_nce(*[v[:n] - v[n:] for v in views], temperature=temperature)
 
-def _loss(self: SecretsRM, batch: dict, policy, ref=None) -> tuple[torch.Tensor, dict]:
+@patch
+def loss(self: SecretsRM, batch: dict, policy, ref=None) -> tuple[torch.Tensor, dict]:
     "Mean loss over the batch and TRL's reward metrics (plus `contrastive`)."
     chosen, rejected = batch_rewards(policy, batch)
     strength = batch.get("strength")
@@ -120,8 +123,6 @@ def _loss(self: SecretsRM, batch: dict, policy, ref=None) -> tuple[torch.Tensor,
         cl = contrastive_term(policy, batch, self.temperature)
         losses, metrics["contrastive"] = losses + self.contrastive_coef * cl, cl.detach().mean()
     return losses.mean(), metrics
-
-SecretsRM.loss = _loss
 
 # %% ../nbs/11b_secrets.ipynb #8041aa9e
 def ensemble_strength(pairs: list[dict], # feature rows (`chosen_features`, `rejected_features`)

@@ -16,13 +16,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed as accelerate_set_seed
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from transformers import get_scheduler
+from .algos import Algorithm
 from .core import check_choice, check_finite, check_range, read_jsonl, write_jsonl
 from .models import save_policy
 
 # %% auto #0
-__all__ = ['TrainConfig', 'BatchOrder', 'Trainer', 'request_stop', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint',
-           'train', 'save_trained_policy']
+__all__ = ['TrainConfig', 'BatchOrder', 'Trainer', 'latest_checkpoint']
 
 # %% ../nbs/06_train.ipynb #db5a096f
 @dataclass
@@ -76,6 +77,8 @@ class Trainer:
     def __init__(self, algo, policy, ref, dataset, collate_fn: Callable, config: TrainConfig,
                  eval_fn: Callable | None = None, # eval_fn(policy) -> dict of floats
                  run_info: dict | None = None): # extra facts written to config.json (model, task...)
+        if not isinstance(algo, Algorithm):
+            raise TypeError(f"algo must be an rlhf_ref.algos.Algorithm (subclass it and define loss), got {type(algo).__name__}")
         self.algo, self.dataset, self.collate, self.cfg, self.eval_fn = algo, dataset, collate_fn, config, eval_fn
         self.out = Path(config.out_dir)
         self.acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=1)
@@ -95,6 +98,7 @@ class Trainer:
 def _jsonable(obj) -> dict:
     return {k: v for k, v in asdict(obj).items()} if dataclasses.is_dataclass(obj) else {}
 
+@patch
 def _micro_step(self: Trainer, m: int, last: bool) -> dict:
     "Forward and backward one micro-batch; returns its metrics."
     batch = self.collate([self.dataset[i] for i in self.order.indices(m)])
@@ -105,16 +109,17 @@ def _micro_step(self: Trainer, m: int, last: bool) -> dict:
     self.acc.backward(loss / self.cfg.grad_accum)
     return {"loss": loss.detach(), **metrics}
 
+@patch
 def _optimizer_step(self: Trainer) -> dict:
     "One optimizer step over `grad_accum` micro-batches; returns the step's mean metrics."
     sums = defaultdict(float)
     for a in range(self.cfg.grad_accum):
-        for k, v in _micro_step(self, self.step * self.cfg.grad_accum + a, a == self.cfg.grad_accum - 1).items():
+        for k, v in self._micro_step(self.step * self.cfg.grad_accum + a, a == self.cfg.grad_accum - 1).items():
             sums[k] += float(v) / self.cfg.grad_accum
     lr = self.sched.get_last_lr()[0]
     grad_norm = self.acc.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm or math.inf)
     self.opt.step(); self.sched.step(); self.opt.zero_grad(set_to_none=True)
-    if hasattr(self.algo, "after_step"): self.algo.after_step()
+    self.algo.after_step()
     self.step += 1
     if self.acc.num_processes > 1:
         keys = sorted(sums); vals = self.acc.reduce(torch.tensor([sums[k] for k in keys], device=self.acc.device), "mean")
@@ -123,10 +128,12 @@ def _optimizer_step(self: Trainer) -> dict:
             "grad_norm": float(grad_norm), **sums, "time": round(time.time(), 2)}
 
 # %% ../nbs/06_train.ipynb #d906c603
+@patch
 def _log(self: Trainer, row: dict) -> None:
     self.history.append(row)
     if self.acc.is_main_process: write_jsonl(self.out / "metrics.jsonl", [row], mode="a")
 
+@patch
 def _evaluate(self: Trainer) -> None:
     if self.eval_fn is None: return
     if self.acc.is_main_process:
@@ -134,19 +141,22 @@ def _evaluate(self: Trainer) -> None:
         model.eval()
         with torch.no_grad(): res = self.eval_fn(model)
         model.train()
-        _log(self, {"step": self.step, "split": "eval", **{f"eval/{k}": v for k, v in res.items()}, "time": round(time.time(), 2)})
+        self._log({"step": self.step, "split": "eval", **{f"eval/{k}": v for k, v in res.items()}, "time": round(time.time(), 2)})
     self.acc.wait_for_everyone()
 
+@patch
 def request_stop(self: Trainer) -> None:
     "Ask the loop to finish the current step, save a checkpoint and raise `KeyboardInterrupt` (what Ctrl-C does)."
     self._stop = True
 
+@patch
 def _on_sigint(self: Trainer, signum, frame):
     if self._stop: raise KeyboardInterrupt  # second Ctrl-C: stop at once
     print("\nCtrl-C: finishing this step and saving a checkpoint (press again to stop at once)", flush=True)
-    request_stop(self)
+    self.request_stop()
 
 # %% ../nbs/06_train.ipynb #ca71f319
+@patch
 def save_checkpoint(self: Trainer) -> Path:
     "Save everything needed to resume into `out_dir/checkpoints/step-NNNNNN`; returns its path."
     root = self.out / "checkpoints"
@@ -158,7 +168,7 @@ def save_checkpoint(self: Trainer) -> Path:
     try: self.acc.save_state(str(tmp))
     finally: quiet.setLevel(level)
     if self.acc.is_main_process:
-        algo_state = self.algo.state_dict() if hasattr(self.algo, "state_dict") else None
+        algo_state = self.algo.state_dict()
         (tmp / "trainer_state.json").write_text(json.dumps(dict(step=self.step, algo_state=algo_state, config=asdict(self.cfg)), default=str))
         shutil.rmtree(final, ignore_errors=True); tmp.rename(final)
         for old in sorted(root.glob("step-*"))[:-self.cfg.keep_checkpoints]: shutil.rmtree(old)
@@ -170,6 +180,7 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     done = [p for p in sorted((Path(out_dir) / "checkpoints").glob("step-*")) if (p / "trainer_state.json").exists()]
     return done[-1] if done else None
 
+@patch
 def load_checkpoint(self: Trainer, path: str | Path) -> None:
     "Restore model, optimizer, scheduler, RNG states, step and algorithm state from checkpoint `path`."
     self.acc.load_state(str(path))
@@ -182,6 +193,7 @@ def load_checkpoint(self: Trainer, path: str | Path) -> None:
         if self.acc.is_main_process: write_jsonl(metrics, self.history)
 
 # %% ../nbs/06_train.ipynb #9933efbd
+@patch
 def train(self: Trainer, resume: bool = False, # continue from the newest checkpoint in `out_dir`
           overwrite: bool = False # start again in an `out_dir` that already holds a run
          ) -> list[dict]:
@@ -192,41 +204,39 @@ def train(self: Trainer, resume: bool = False, # continue from the newest checkp
     if not resume and ckpt is not None and not overwrite:
         raise FileExistsError(f"{self.out} already holds a run (checkpoint {ckpt.name}); resume it or pass overwrite=True")
     if not resume: ckpt = None
-    if ckpt is not None: load_checkpoint(self, ckpt)
+    if ckpt is not None: self.load_checkpoint(ckpt)
     else:
         shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
         (self.out / "metrics.jsonl").unlink(missing_ok=True)
         (self.out / "config.json").write_text(json.dumps(dict(train=asdict(self.cfg), **self.run_info), indent=2, default=str))
-        _evaluate(self)
+        self._evaluate()
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda s, f: _on_sigint(self, s, f)) if main_thread else None
+    previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
     bar = tqdm(total=self.cfg.max_steps, initial=self.step, desc=type(self.algo).__name__,
                disable=not (self.cfg.progress and self.acc.is_main_process), dynamic_ncols=True)
     try:
         self.policy.train()
         while self.step < self.cfg.max_steps:
-            row = _optimizer_step(self)
-            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps: _log(self, {**row, "split": "train"})
+            row = self._optimizer_step()
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps: self._log({**row, "split": "train"})
             bar.update(1); bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.cfg.max_steps: _evaluate(self)
+            if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.cfg.max_steps: self._evaluate()
             if self._stop:
-                path = save_checkpoint(self)
+                path = self.save_checkpoint()
                 raise KeyboardInterrupt(f"training interrupted at step {self.step}; checkpoint saved to {path}; "
                                         "run again with resume to continue")
-            if self.cfg.save_every and self.step % self.cfg.save_every == 0: save_checkpoint(self)
-        _evaluate(self)
-        save_checkpoint(self)
+            if self.cfg.save_every and self.step % self.cfg.save_every == 0: self.save_checkpoint()
+        self._evaluate()
+        self.save_checkpoint()
     finally:
         bar.close()
         if main_thread: signal.signal(signal.SIGINT, previous)
     return self.history
 
+@patch
 def save_trained_policy(self: Trainer, tokenizer, path: str | Path | None = None, **meta) -> Path:
     "Save the trained policy (default `out_dir/policy`) with `rlhf_ref.json` metadata."
     path = Path(path or self.out / "policy")
     if self.acc.is_main_process: save_policy(self.acc.unwrap_model(self.policy), tokenizer, path, {**self.run_info, **meta})
     self.acc.wait_for_everyone()
     return path
-
-Trainer.train, Trainer.save_checkpoint, Trainer.load_checkpoint = train, save_checkpoint, load_checkpoint
-Trainer.save_trained_policy, Trainer.request_stop = save_trained_policy, request_stop
