@@ -26,10 +26,30 @@ def test_wrong_arguments_print_usage_and_exit_2(args):
 
 
 @pytest.mark.parametrize("args,msg", [
+    (["--label-smoothing", "0.7"], "label_smoothing must be"),
+    (["--loss-type", "ipo", "--label-smoothing", "0.2"], "not 'ipo'"),
+    (["--loss-type", "sigmoidd"], "loss_type must be one of"),
+    (["--average", "maybe"], "average must be true or false"),
+])
+def test_invalid_hyperparameters_are_usage_errors_naming_them(args, msg, tmp_path):
+    "Checked by the algorithm's class after parsing, still before any model is loaded: usage, the reason, exit 2."
+    r = cli("train", "--algo", "dpo", "--task", "sentiment", "--model", "./missing-model", *args, cwd=tmp_path)
+    assert r.returncode == 2 and "usage: rlhf-ref" in r.stderr and msg in r.stderr and "does not exist" not in r.stderr, r.stderr
+
+
+def test_algos_lists_the_registry():
+    import json
+    r = cli("algos", "--json")
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert r.returncode == 0 and rows["dpo"]["paper"].startswith("2305.18290") and rows["dpo"]["precompute_ref"] is True
+    assert rows["dpo"]["hyperparameters"]["beta"] == 0.1
+    table = cli("algos").stdout
+    assert table.startswith("| `--algo` |") and "| `dpo` |" in table
+
+
+@pytest.mark.parametrize("args,msg", [
     (["eval", "--policy", "/no/such/dir", "--task", "sentiment"], "does not exist"),
     (["train", "--algo", "dpo", "--task", "sentiment", "--model", "./missing-model"], "does not exist"),
-    (["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--label-smoothing", "0.7"], "label_smoothing must be"),
-    (["train", "--algo", "dpo", "--task", "sentiment", "--model", "tiny", "--loss-type", "ipo", "--label-smoothing", "0.2"], "not 'ipo'"),
     (["report", "/no/such/run"], "has no metrics.jsonl"),
 ])
 def test_bad_input_is_one_clear_line(args, msg, tmp_path):
