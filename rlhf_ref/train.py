@@ -146,6 +146,11 @@ def _on_sigint(self: Trainer, signum, frame):
     print("\nCtrl-C: finishing this step and saving a checkpoint (press again to stop at once)", flush=True)
     request_stop(self)
 
+def _stop_requested(self: Trainer) -> bool:
+    "Was a stop requested on any process? All of them must stop after the same step, or their collectives mismatch."
+    if self.acc.num_processes == 1: return self._stop
+    return bool(self.acc.reduce(torch.tensor([float(self._stop)], device=self.acc.device), "sum").item() > 0)
+
 # %% ../nbs/06_train.ipynb #ca71f319
 def save_checkpoint(self: Trainer) -> Path:
     "Save everything needed to resume into `out_dir/checkpoints/step-NNNNNN`; returns its path."
@@ -179,7 +184,8 @@ def load_checkpoint(self: Trainer, path: str | Path) -> None:
     metrics = self.out / "metrics.jsonl"
     if metrics.exists():
         self.history = [r for r in read_jsonl(metrics) if r["step"] <= self.step and not (r["step"] == self.step and r.get("split") == "eval")]
-        if self.acc.is_main_process: write_jsonl(metrics, self.history)
+    self.acc.wait_for_everyone()  # every process has read the metrics before the main one rewrites them
+    if metrics.exists() and self.acc.is_main_process: write_jsonl(metrics, self.history)
 
 # %% ../nbs/06_train.ipynb #9933efbd
 def train(self: Trainer, resume: bool = False, # continue from the newest checkpoint in `out_dir`
@@ -194,9 +200,11 @@ def train(self: Trainer, resume: bool = False, # continue from the newest checkp
     if not resume: ckpt = None
     if ckpt is not None: load_checkpoint(self, ckpt)
     else:
-        shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
-        (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        (self.out / "config.json").write_text(json.dumps(dict(train=asdict(self.cfg), **self.run_info), indent=2, default=str))
+        if self.acc.is_main_process:
+            shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            (self.out / "config.json").write_text(json.dumps(dict(train=asdict(self.cfg), **self.run_info), indent=2, default=str))
+        self.acc.wait_for_everyone()  # before anyone writes to the fresh run
         _evaluate(self)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, lambda s, f: _on_sigint(self, s, f)) if main_thread else None
@@ -209,7 +217,7 @@ def train(self: Trainer, resume: bool = False, # continue from the newest checkp
             if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps: _log(self, {**row, "split": "train"})
             bar.update(1); bar.set_postfix(loss=f"{row['loss']:.4f}")
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.cfg.max_steps: _evaluate(self)
-            if self._stop:
+            if _stop_requested(self):
                 path = save_checkpoint(self)
                 raise KeyboardInterrupt(f"training interrupted at step {self.step}; checkpoint saved to {path}; "
                                         "run again with resume to continue")
