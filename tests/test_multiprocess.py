@@ -5,8 +5,6 @@ import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
-import mp_train  # tests/ is on sys.path (pytest's default import mode)
-from rlhf_ref.data import preference_dataset
 from rlhf_ref.models import tiny_policy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,20 +17,19 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    "Two-process runs (launched) and one-process runs (in this process) of the same 4-step DPO training."
+    "Two-process runs (launched) and one-process runs of the same 4-step DPO training, all on the CPU."
     out = tmp_path_factory.mktemp("mp")
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",  # CPU processes, gloo backend
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "RLHF_REF_DEVICE": "cpu", "OMP_NUM_THREADS": "1",  # gloo, CPU
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "ddp.yaml"),
-           "--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-           str(Path(__file__).with_name("mp_train.py")), str(out),
-           "two:2:1", "stopped:2:1:stop2@0", "stopped:2:1:resume"]  # batch 2 per process; a stop asked on rank 0 only
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=out)
-    assert res.returncode == 0, res.stderr[-4000:]
-    _, tok = tiny_policy()
-    data = preference_dataset(mp_train.ROWS, tok)
-    for spec in ("one:4:1", "accum:2:2", "half:2:1"):  # global batch 4 in one micro-step, in two, and half the batch
-        mp_train.run(out, spec, tok, data)
+    script = str(Path(__file__).with_name("mp_train.py"))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "ddp.yaml"),
+              "--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()), script, str(out),
+              "two:2:1", "stopped:2:1:stop2@0", "stopped:2:1:resume"]  # batch 2 per process; a stop asked on rank 0 only
+    one = [sys.executable, script, str(out), "one:4:1", "accum:2:2", "half:2:1"]  # batch 4 at once, in 2 micro-steps, half
+    procs = [subprocess.Popen(cmd, env=env, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in (launch, one)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-4000:]
     return out
 
 
@@ -60,7 +57,7 @@ def test_each_process_gets_its_half_of_the_global_batch(runs):
 
 def test_two_processes_match_one_process_on_the_same_global_batch(runs):
     two, one, accum, half = (params(runs, n) for n in ("two", "one", "accum", "half"))
-    model, _ = tiny_policy(seed=3)
+    model, _ = tiny_policy(seed=3, device="cpu")
     init = {n: p.detach().cpu() for n, p in model.named_parameters()}
     # Two processes of batch 2 compute exactly what one process does with 2 micro-batches of 2 (same padding, same
     # kernels); DDP's average of 2 gradients (g0 + g1) / 2 and accumulation of g0 / 2 + g1 / 2 round identically
