@@ -5,11 +5,12 @@
 #                            random-weight checkpoint of the same architecture there)
 #   build/gpu_carry/wheels/  the packages the GPU image lacks, or has at another version, pinned by constraints.txt
 # Then, with the device tool: run(command="bash tools/gpu_check.sh", carry=["build/gpu_carry"]).
-# The carried folder must stay well under the tool's 64 MiB (it prints its size).
+# The carried folder must stay well under the tool's 64 MiB (it prints its size). Knobs: GPU_CARRY, GPU_PYTHON, PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-DEST=build/gpu_carry
+DEST=${GPU_CARRY:-build/gpu_carry}
+PYVER=${GPU_PYTHON:-3.12}  # the GPU image's Python; GPU_PYTHON=3.11 GPU_CARRY=... makes a set to rehearse gpu_check here
 rm -rf "$DEST"; mkdir -p "$DEST/model" "$DEST/wheels"
 
 # 1. Tokenizer and config of the embedded model (de-quantised into the cache on first use: about 20 s).
@@ -31,7 +32,7 @@ for p in $PKGS; do
   [ -n "$pin" ] || { echo "gpu_prepare: $p is not pinned in constraints.txt" >&2; exit 1; }
   pins+=("$pin")
 done
-$PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+$PY -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
   -d "$DEST/wheels" "${pins[@]}"
 
