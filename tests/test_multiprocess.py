@@ -23,12 +23,14 @@ def runs(tmp_path_factory):
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     script = str(Path(__file__).with_name("mp_train.py"))
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "ddp.yaml"),
-              "--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()), script, str(out),
-              "two:2:1", "stopped:2:1:stop2@0", "stopped:2:1:resume"]  # batch 2 per process; a stop asked on rank 0 only
-    one = [sys.executable, script, str(out), "one:4:1", "accum:2:2", "half:2:1"]  # batch 4 at once, in 2 micro-steps, half
-    procs = [subprocess.Popen(cmd, env=env, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in (launch, one)]
+              "--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+              script, str(out), "two:2:1",  # batch 2 per process
+              "stopped:2:1:stop2@0", "stopped:2:1:resume"]  # a stop asked on rank 0 only, then resumed
+    one = [sys.executable, script, str(out), "one:4:1", "accum:2:2", "half:2:1"]  # 4 at once, in 2 micro-steps, half
+    procs = [subprocess.Popen(cmd, env=env, cwd=out, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in (launch, one)]
     for p in procs:
-        _, err = p.communicate(timeout=300)
+        _, err = p.communicate(timeout=600)  # about 50 s of CPU; a shared machine takes longer
         assert p.returncode == 0, err[-4000:]
     return out
 
@@ -79,5 +81,6 @@ def test_stop_on_one_process_stops_both_and_resume_matches_a_plain_run(runs):
     assert sorted(p.name for p in (runs / "stopped" / "checkpoints").glob("step-*")) == ["step-000002", "step-000004"]
     a, b = params(runs, "stopped"), params(runs, "two")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    rows = lambda n: [(r["step"], r["loss"]) for r in map(json.loads, (runs / n / "metrics.jsonl").read_text().splitlines())]
+    metrics = lambda n: map(json.loads, (runs / n / "metrics.jsonl").read_text().splitlines())
+    rows = lambda n: [(r["step"], r["loss"]) for r in metrics(n)]
     assert rows("stopped") == rows("two") and len(rows("two")) == 4

@@ -27,12 +27,13 @@ def build(src: Path, seed: int = 0, force: bool = False) -> Path:
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.float32)  # fp32, as de-quantised
+    config = AutoConfig.from_pretrained(src)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # fp32, as the de-quantised cache copy
     model.generation_config = GenerationConfig.from_pretrained(src)
     model.save_pretrained(tmp)
     for f in FILES: shutil.copy(src / f, tmp / f)  # the original config and tokenizer files, byte for byte
-    (tmp / "RANDOM_WEIGHTS").write_text(f"random weights (torch.manual_seed({seed})) of the architecture in config.json; "
-                                        "written by tools/random_checkpoint.py\n")
+    (tmp / "RANDOM_WEIGHTS").write_text(f"random weights (torch.manual_seed({seed})) of the architecture in "
+                                        "config.json; written by tools/random_checkpoint.py\n")
     shutil.rmtree(dest, ignore_errors=True); tmp.rename(dest)
     return dest
 
