@@ -158,3 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nrlhf-ref: {e or 'interrupted'}", file=sys.stderr); return 130
     except (DataError, ModelNotFoundError, NonFiniteLossError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"rlhf-ref: error: {e}", file=sys.stderr); return 1
+
+# %% ../nbs/99_cli.ipynb #703c0e58
+if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "rlhf_ref.cli":  # not in a notebook
+    sys.exit(main())

@@ -25,9 +25,12 @@ def set_seed(seed: int # the seed for python's `random`, numpy and torch (CPU an
 
 # %% ../nbs/00_core.ipynb #f369668c
 def default_device() -> torch.device:
-    "The device to run on: `$RLHF_REF_DEVICE` if set, else CUDA when available, else CPU."
+    "The device to run on: `$RLHF_REF_DEVICE` if set, else CUDA (this process's GPU under a launcher), else CPU."
     if env := os.environ.get("RLHF_REF_DEVICE"): return torch.device(env)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available(): return torch.device("cpu")
+    if "LOCAL_RANK" in os.environ:  # accelerate launch / torchrun: load on this process's GPU, not all on GPU 0
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return torch.device("cuda")
 
 def default_dtype(device: torch.device | str | None = None # where the model will live; default `default_device()`
                  ) -> torch.dtype:

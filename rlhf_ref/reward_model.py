@@ -164,8 +164,9 @@ def batch_rewards(model, # a `RewardModel`, or a head alone (then the batch must
                   batch: dict # tokens (`input_ids`, `attention_mask`) or cached `features`; chosen rows, then rejected rows
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "Rewards of the chosen and of the rejected half of a preference batch, from tokens or from cached features."
-    if "features" in batch: rewards = (model.head if isinstance(model, RewardModel) else model)(batch["features"])
-    else: rewards = model(batch["input_ids"], batch["attention_mask"])
+    device = next(model.parameters()).device  # batches are collated on the CPU
+    if "features" in batch: rewards = (model.head if isinstance(model, RewardModel) else model)(batch["features"].to(device))
+    else: rewards = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
     n = rewards.shape[0] // 2
     return rewards[:n], rewards[n:]
 

@@ -38,7 +38,7 @@ def lowest_strength(strength: torch.Tensor, # (N,) mu_hat of each pair
                    ) -> torch.Tensor:
     "Boolean mask (N,) of the `fraction` of pairs with the lowest strength (round(fraction * N) pairs)."
     check_range("fraction", fraction, 0, 1)
-    mask = torch.zeros(len(strength), dtype=torch.bool)
+    mask = torch.zeros(len(strength), dtype=torch.bool, device=strength.device)
     mask[strength.argsort(stable=True)[:round(fraction * len(strength))]] = True
     return mask
 

@@ -110,4 +110,4 @@ def bandit_logps(task: BanditTask, model, tokenizer) -> torch.Tensor:
 
 def bandit_optimum(task: BanditTask, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
     "The KL-regularised optimum restricted to the answers: softmax(log pi_ref + r / beta), shape (K,)."
-    return torch.softmax(ref_logps + torch.tensor(task.rewards) / beta, -1)
+    return torch.softmax(ref_logps + torch.tensor(task.rewards, dtype=ref_logps.dtype, device=ref_logps.device) / beta, -1)

@@ -155,6 +155,12 @@ def _on_sigint(self: Trainer, signum, frame):
     print("\nCtrl-C: finishing this step and saving a checkpoint (press again to stop at once)", flush=True)
     self.request_stop()
 
+@patch
+def _stop_requested(self: Trainer) -> bool:
+    "Was a stop requested on any process? All of them must stop after the same step, or their collectives mismatch."
+    if self.acc.num_processes == 1: return self._stop
+    return bool(self.acc.reduce(torch.tensor([float(self._stop)], device=self.acc.device), "sum").item() > 0)
+
 # %% ../nbs/06_train.ipynb #ca71f319
 @patch
 def save_checkpoint(self: Trainer) -> Path:
@@ -190,7 +196,8 @@ def load_checkpoint(self: Trainer, path: str | Path) -> None:
     metrics = self.out / "metrics.jsonl"
     if metrics.exists():
         self.history = [r for r in read_jsonl(metrics) if r["step"] <= self.step and not (r["step"] == self.step and r.get("split") == "eval")]
-        if self.acc.is_main_process: write_jsonl(metrics, self.history)
+    self.acc.wait_for_everyone()  # every process has read the metrics before the main one rewrites them
+    if metrics.exists() and self.acc.is_main_process: write_jsonl(metrics, self.history)
 
 # %% ../nbs/06_train.ipynb #9933efbd
 @patch
@@ -206,9 +213,11 @@ def train(self: Trainer, resume: bool = False, # continue from the newest checkp
     if not resume: ckpt = None
     if ckpt is not None: self.load_checkpoint(ckpt)
     else:
-        shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
-        (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        (self.out / "config.json").write_text(json.dumps(dict(train=asdict(self.cfg), **self.run_info), indent=2, default=str))
+        if self.acc.is_main_process:
+            shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            (self.out / "config.json").write_text(json.dumps(dict(train=asdict(self.cfg), **self.run_info), indent=2, default=str))
+        self.acc.wait_for_everyone()  # before anyone writes to the fresh run
         self._evaluate()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
@@ -221,7 +230,7 @@ def train(self: Trainer, resume: bool = False, # continue from the newest checkp
             if self.step % self.cfg.log_every == 0 or self.step == self.cfg.max_steps: self._log({**row, "split": "train"})
             bar.update(1); bar.set_postfix(loss=f"{row['loss']:.4f}")
             if self.cfg.eval_every and self.step % self.cfg.eval_every == 0 and self.step < self.cfg.max_steps: self._evaluate()
-            if self._stop:
+            if self._stop_requested():
                 path = self.save_checkpoint()
                 raise KeyboardInterrupt(f"training interrupted at step {self.step}; checkpoint saved to {path}; "
                                         "run again with resume to continue")

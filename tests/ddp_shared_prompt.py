@@ -10,7 +10,7 @@ from rlhf_ref.data import preference_dataset, PreferenceCollator
 
 rank = int(os.environ["RANK"]); dist.init_process_group("gloo")
 torch.manual_seed(0)
-model, tok = tiny_policy()
+model, tok = tiny_policy(device="cpu")  # gloo on the CPU, whatever the machine has
 rows = [dict(prompt="Review " + "very " * i + "short:", chosen=" good" * (1 + i % 3), rejected=" bad film" * (2 - i % 2))
         for i in range(4)]
 collate = lambda rs: PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rs, tok)))
@@ -21,7 +21,7 @@ for _ in range(2):  # two backward passes: gradients accumulate, each synchronis
     out = concatenated_forward(ddp, collate(rows[2 * rank:2 * rank + 2]))
     (out["chosen_logps"] - 2 * out["rejected_logps"]).sum().backward()
 if rank == 0:
-    one, _ = tiny_policy(); one.load_state_dict(model.state_dict())
+    one, _ = tiny_policy(device="cpu"); one.load_state_dict(model.state_dict())
     for _ in range(2):
         out = concatenated_forward(one, collate(rows), share_prompt=False)
         ((out["chosen_logps"] - 2 * out["rejected_logps"]).sum() / 2).backward()  # DDP averages over the 2 processes

@@ -7,6 +7,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 import numpy as np
 from rlhf_ref.dpo import DPO, dpo_loss
+from devices import device_of, on
 
 logps = arrays(np.float64, st.integers(1, 16), elements=st.floats(-200, 0, allow_nan=False))
 
@@ -87,7 +88,7 @@ def test_shape_mismatch_is_caught():
 def test_needs_a_reference(tiny, rows):
     from rlhf_ref.data import preference_dataset, PreferenceCollator
     model, tok = tiny
-    batch = PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows[:2], tok)))
+    batch = on(model, PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows[:2], tok))))
     with pytest.raises(ValueError, match="reference"): DPO().loss(batch, model, None)
 
 
@@ -100,8 +101,8 @@ def test_precomputed_reference_equals_live_reference(tiny, rows):
     with torch.no_grad():
         for p in model.parameters(): p.add_(0.01 * torch.randn_like(p))
     ds = preference_dataset(rows, tok)
-    live = PreferenceCollator(tok.pad_token_id)(list(ds))
-    pre = PreferenceCollator(tok.pad_token_id)(list(precompute_ref_logps(ds, ref, tok.pad_token_id, batch_size=3)))
+    live = on(model, PreferenceCollator(tok.pad_token_id)(list(ds)))
+    pre = on(model, PreferenceCollator(tok.pad_token_id)(list(precompute_ref_logps(ds, ref, tok.pad_token_id, batch_size=3))))
     for algo in (DPO(), DPO(loss_type="ipo"), DPO(average=True)):
         a, _ = algo.loss(live, model, ref)
         b, _ = algo.loss(pre, model, None)
@@ -126,10 +127,10 @@ def test_agrees_with_trl_dpo_trainer(tiny, rows, loss_type, tmp_path):
         for p in policy.parameters(): p.add_(0.05 * torch.randn_like(p))
     eps = 0.2 if loss_type == "robust" else 0.0
     args = trl.DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=len(rows), beta=0.2, loss_type=[loss_type],
-                         label_smoothing=eps, bf16=False, use_cpu=True, report_to=[], activation_checkpointing=False)
+                         label_smoothing=eps, bf16=False, use_cpu=device_of(model).type == "cpu", report_to=[], activation_checkpointing=False)
     trainer = trl.DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad(): trl_loss = trainer.compute_loss(trainer.model, batch)
-    ours = PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows, tok)))
+    ours = on(trainer.model, PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows, tok))))
     with torch.no_grad(): our_loss, _ = DPO(beta=0.2, loss_type=loss_type, label_smoothing=eps).loss(ours, trainer.model, ref)
     torch.testing.assert_close(our_loss, trl_loss.to(our_loss.dtype), rtol=2e-4, atol=2e-5)

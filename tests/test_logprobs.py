@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from rlhf_ref.logprobs import (selective_logps, seq_logps, response_logps, concatenated_forward, token_kl, kl_estimate,
                                logit_stats, masked_mean)
+from devices import on
 
 
 @settings(max_examples=60, deadline=None)
@@ -40,9 +41,9 @@ def test_padding_does_not_change_logps(tiny, left, right):
     model, tok = tiny
     prompt, resp = tok("Once upon a time")["input_ids"], tok(" there was a film.")["input_ids"]
     def lp(left, right):
-        ids = torch.tensor([[tok.pad_token_id] * left + prompt + resp + [tok.pad_token_id] * right])
-        am = torch.tensor([[0] * left + [1] * (len(prompt) + len(resp)) + [0] * right])
-        return response_logps(model, ids, am, torch.tensor([[1] * len(resp) + [0] * right]))[0, :len(resp)]
+        ids = on(model, torch.tensor([[tok.pad_token_id] * left + prompt + resp + [tok.pad_token_id] * right]))
+        am = on(model, torch.tensor([[0] * left + [1] * (len(prompt) + len(resp)) + [0] * right]))
+        return response_logps(model, ids, am, on(model, torch.tensor([[1] * len(resp) + [0] * right])))[0, :len(resp)]
     torch.testing.assert_close(lp(left, right), lp(0, 0), rtol=1e-5, atol=1e-5)
 
 
@@ -50,9 +51,9 @@ def test_concatenated_forward_equals_separate_forwards(tiny, rows):
     from rlhf_ref.data import preference_dataset, PreferenceCollator, pad_prompt_response
     model, tok = tiny
     ds = list(preference_dataset(rows, tok))
-    out = concatenated_forward(model, PreferenceCollator(tok.pad_token_id)(ds))
+    out = concatenated_forward(model, on(model, PreferenceCollator(tok.pad_token_id)(ds)))
     for side in ("chosen", "rejected"):
-        b = pad_prompt_response([e["prompt_ids"] for e in ds], [e[f"{side}_ids"] for e in ds], tok.pad_token_id)
+        b = on(model, pad_prompt_response([e["prompt_ids"] for e in ds], [e[f"{side}_ids"] for e in ds], tok.pad_token_id))
         sep = seq_logps(response_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"]), b["response_mask"])
         torch.testing.assert_close(out[f"{side}_logps"], sep, rtol=1e-5, atol=1e-4)
 
@@ -65,8 +66,8 @@ def test_response_logps_without_logits_to_keep(tiny):
         def get_output_embeddings(self): return self.m.get_output_embeddings()
         def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
             return self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=use_cache)
-    ids = torch.tensor([tok("A short film about a long day.")["input_ids"]])
-    am, rm = torch.ones_like(ids), torch.tensor([[1, 1, 1, 0]])
+    ids = on(model, torch.tensor([tok("A short film about a long day.")["input_ids"]]))
+    am, rm = torch.ones_like(ids), on(model, torch.tensor([[1, 1, 1, 0]]))
     torch.testing.assert_close(response_logps(NoKeep(model), ids, am, rm), response_logps(model, ids, am, rm))
 
 
@@ -76,7 +77,7 @@ def test_gathered_head_matches_full_logits_and_gradients(tiny, rows):
     from rlhf_ref.models import frozen_copy
     model, tok = tiny
     a, b = frozen_copy(model).requires_grad_(True), frozen_copy(model).requires_grad_(True)
-    batch = PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows, tok)))
+    batch = on(model, PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows, tok))))
     mask = batch["response_mask"]; R = mask.shape[1]
     fast = response_logps(a, batch["input_ids"], batch["attention_mask"], mask)
     assert a._rlhf_ref_hidden_ok
@@ -134,10 +135,10 @@ def _calls(model):
 def uneven_batch(tiny):
     "Prompts of different lengths (left padding), responses of different lengths (right padding)."
     from rlhf_ref.data import preference_dataset, PreferenceCollator
-    _, tok = tiny
+    model, tok = tiny
     rows = [dict(prompt="Review " + "very " * i + "short:", chosen=" good" * (1 + i % 3), rejected=" bad film" * (2 - i % 2))
             for i in range(5)]
-    return PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows, tok)))
+    return on(model, PreferenceCollator(tok.pad_token_id)(list(preference_dataset(rows, tok))))
 
 
 def test_shared_prompt_forward_equals_stacked_forward(tiny, uneven_batch):

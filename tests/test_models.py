@@ -2,6 +2,7 @@
 import importlib.util
 import pytest
 import torch
+from rlhf_ref.core import default_dtype
 from rlhf_ref.models import ModelNotFoundError, load_policy, resolve_model, smollm2_gguf, tiny_policy, frozen_copy
 
 
@@ -22,7 +23,7 @@ def test_offline_hub_id_fails_clearly():
 
 def test_embedded_model_loads_from_cache():
     model, tok = load_policy()
-    assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32
+    assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == default_dtype(model.device)  # bf16 on CUDA
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True).endswith("<|im_start|>assistant\n")
     assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))

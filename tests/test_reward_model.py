@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.stats import spearmanr
 import rlhf_ref.reward_model as rmod
 from rlhf_ref.data import PreferenceCollator, preference_dataset
+from devices import device_of, on
 from rlhf_ref.reward_model import (BradleyTerry, FeatureCollator, LinearHead, MLPHead, RewardModel, as_reward_fn, batch_rewards,
                                    bt_loss, feature_pairs, gold_accuracy, last_token_index, pair_accuracy, pair_rewards,
                                    response_features, reward_metrics, score, spearman, train_head)
@@ -108,8 +109,8 @@ def test_pooling_is_invariant_to_padding(rm_and_tok, side):
     pad = lambda s: [tok.pad_token_id] * (L - len(s)) + s if side == "left" else s + [tok.pad_token_id] * (L - len(s))
     mask = lambda s: [0] * (L - len(s)) + [1] * len(s) if side == "left" else [1] * len(s) + [0] * (L - len(s))
     with torch.no_grad():
-        padded = rm(torch.tensor([pad(s) for s in seqs]), torch.tensor([mask(s) for s in seqs]))
-        alone = torch.cat([rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long)) for s in seqs])
+        padded = rm(on(rm, torch.tensor([pad(s) for s in seqs])), on(rm, torch.tensor([mask(s) for s in seqs])))
+        alone = torch.cat([rm(on(rm, torch.tensor([s])), on(rm, torch.ones(1, len(s), dtype=torch.long))) for s in seqs])
     torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
 
 
@@ -117,11 +118,11 @@ def test_matches_transformers_sequence_classification_on_chat_rows(rm_and_tok):
     from transformers import LlamaForSequenceClassification
     rm, tok = rm_and_tok
     cfg = copy.deepcopy(rm.config); cfg.num_labels = 1
-    hf = LlamaForSequenceClassification(cfg).eval()
+    hf = LlamaForSequenceClassification(cfg).eval().to(device_of(rm))
     hf.model.load_state_dict(rm.backbone.state_dict()); hf.score.weight.data.copy_(rm.head.linear.weight.data)
     ex = preference_dataset(PAIRS[2:], tok)[0]
     for ids in (ex["prompt_ids"] + ex["chosen_ids"], ex["prompt_ids"] + ex["rejected_ids"]):
-        x = torch.tensor([ids])
+        x = on(rm, torch.tensor([ids]))
         with torch.no_grad(): assert rm(x, torch.ones_like(x)).item() == pytest.approx(hf(x, attention_mask=torch.ones_like(x)).logits.item(), abs=1e-5)
 
 
@@ -138,8 +139,8 @@ def test_save_load_roundtrip_with_an_mlp_head(tiny, tmp_path):
     policy, tok = tiny
     torch.manual_seed(0)
     rm = RewardModel.from_policy(policy, head=MLPHead(policy.config.hidden_size, width=8, dropout=0.2)).eval()
-    b = token_batch(PAIRS, tok)
-    back = RewardModel.from_pretrained(rm.save_pretrained(tmp_path / "rm")).eval()
+    b = on(rm, token_batch(PAIRS, tok))
+    back = RewardModel.from_pretrained(rm.save_pretrained(tmp_path / "rm"), device=device_of(rm)).eval()
     assert isinstance(back.head, MLPHead) and back.head.kwargs == rm.head.kwargs
     with torch.no_grad(): torch.testing.assert_close(back(b["input_ids"], b["attention_mask"]), rm(b["input_ids"], b["attention_mask"]))
 
