@@ -6,7 +6,7 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/train.html.md"""
 
 # %% ../nbs/06_train.ipynb #323e4b74
 from __future__ import annotations
-import copy, dataclasses, functools, json, logging, math, os, shutil, signal, threading, time
+import copy, dataclasses, functools, json, logging, math, os, shutil, signal, threading, time, warnings
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict
@@ -292,5 +292,7 @@ class AdaptersOff:
 def _add_lora(policy, ref, lora: dict):
     "`(policy with LoRA layers injected in place, reference, peft wrapper)`; the reference defaults to the adapters off."
     from peft import get_peft_model
-    peft_model = get_peft_model(policy, lora_config(lora))  # freezes every base weight
+    with warnings.catch_warnings():  # peft 0.21 reads the name transformers 5 deprecated; nothing for us to change
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        peft_model = get_peft_model(policy, lora_config(lora))  # freezes every base weight
     return peft_model.get_base_model(), AdaptersOff(peft_model) if ref is None else ref, peft_model
