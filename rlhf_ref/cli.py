@@ -18,11 +18,12 @@ from .plots import write_report
 from .tasks import TASKS, get_task
 
 # %% auto #0
-__all__ = ['GENERAL_FLAGS', 'algo_from_args', 'build_parser', 'cmd_train', 'cmd_eval', 'cmd_report', 'cmd_algos', 'main']
+__all__ = ['GENERAL_FLAGS', 'algo_from_args', 'build_parser', 'cmd_train', 'lora_from_args', 'cmd_eval', 'cmd_report',
+           'cmd_algos', 'main']
 
 # %% ../nbs/99_cli.ipynb #f133b5de
 GENERAL_FLAGS = {"algo", "task", "model", "steps", "batch_size", "out", "resume", "overwrite", "lr", "k", "n_prompts",
-                 "keep_unfinished", "eval_every", "n_eval_prompts", "seed"}  # train's own flags: no hyperparameter may take them
+                 "keep_unfinished", "eval_every", "n_eval_prompts", "seed", "lora_r", "lora_alpha", "lora_targets"}  # train's own flags: no hyperparameter may take them
 
 def _flag(name: str) -> str: return "--" + name.rstrip("_").replace("_", "-")
 
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=_int_at_least(0), default=20)
     t.add_argument("--n-eval-prompts", type=_int_at_least(1), default=None, help="evaluate on the first N held-out prompts (default all)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lora-r", type=_int_at_least(0), default=0, help="LoRA rank: train adapters only, the reference is "
+                   "the base model with them off (default 0: full fine-tuning)")
+    t.add_argument("--lora-alpha", type=_positive_float, default=None, help="LoRA scale numerator (default 2 x --lora-r)")
+    t.add_argument("--lora-targets", default="all-linear", help="comma-separated module names to adapt, or "
+                   "all-linear: every linear layer but the output head (default)")
     _add_algo_flags(t)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a saved policy against its reference")
@@ -116,8 +122,18 @@ def cmd_train(args) -> int:
     preference_run(args.algo_obj, args.task, args.model, out, steps=args.steps, batch_size=args.batch_size,
                    lr=args.lr, k=args.k, n_prompts=args.n_prompts, require_finished=not args.keep_unfinished,
                    eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed, resume=args.resume,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, lora=lora_from_args(args))
     return 0
+
+def lora_from_args(args) -> dict | None:
+    "`TrainConfig.lora` from `--lora-r`, `--lora-alpha` and `--lora-targets` (None: full fine-tuning)."
+    if not args.lora_r:
+        if args.lora_alpha is not None or args.lora_targets != "all-linear":
+            raise ValueError("--lora-alpha and --lora-targets need --lora-r")
+        return None
+    targets = args.lora_targets  # "all-linear" is peft's own keyword
+    if targets != "all-linear": targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return dict(r=args.lora_r, lora_alpha=args.lora_alpha or 2 * args.lora_r, target_modules=targets)
 
 def _prompts(path: str, task) -> list:
     rows = read_jsonl(path)

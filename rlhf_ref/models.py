@@ -15,7 +15,7 @@ from .core import cache_dir, default_device, default_dtype, set_seed
 # %% auto #0
 __all__ = ['GGUF_FILE', 'EMBEDDED', 'ModelNotFoundError', 'smollm2_gguf', 'embedded_model_dir', 'resolve_model',
            'disable_dropout', 'load_tokenizer', 'load_policy', 'tiny_config', 'tiny_policy', 'frozen_copy',
-           'save_policy', 'policy_meta']
+           'save_policy', 'policy_meta', 'load_adapter']
 
 # %% ../nbs/01_models.ipynb #bc98486c
 from contextlib import contextmanager
@@ -104,10 +104,13 @@ def load_tokenizer(name: str | Path | None = None):
 # %% ../nbs/01_models.ipynb #0dc99499
 def load_policy(name: str | Path | None = None, # None: the embedded SmolLM2; "tiny"; a directory or hub id
                 *, device: str | torch.device | None = None, # default `default_device()`
-                dtype: torch.dtype | None = None # default fp32 on CPU, bf16 on CUDA
+                dtype: torch.dtype | None = None, # default fp32 on CPU, bf16 on CUDA
+                merge: bool = False # a LoRA adapter folder: fold the adapter into the base weights
                ):
     "Load a causal LM and its tokenizer, dropout off; returns `(model, tokenizer)`."
     if str(name) == "tiny": return tiny_policy(device=device)
+    if name is not None and (Path(name) / "adapter_config.json").exists():
+        return load_adapter(name, device=device, dtype=dtype, merge=merge)
     device = torch.device(device) if device is not None else default_device()
     path = resolve_model(name)
     try:
@@ -153,3 +156,15 @@ def policy_meta(path: str | Path) -> dict:
     "The `rlhf_ref.json` saved with a policy, or `{}`."
     f = Path(path) / "rlhf_ref.json"
     return json.loads(f.read_text()) if f.exists() else {}
+
+# %% ../nbs/01_models.ipynb #b4817839
+def load_adapter(path: str | Path, # a folder with adapter_config.json, as `Trainer.save_trained_policy` writes under LoRA
+                 *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                 merge: bool = False # fold the adapter into the weights (a plain model) instead of a peft model
+                ):
+    "The base model named in `rlhf_ref.json` (else in `adapter_config.json`) with the saved adapter; `(model, tokenizer)`."
+    from peft import PeftConfig, PeftModel  # imported here: only adapters need peft
+    base = policy_meta(path).get("base_model") or PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+    model, tok = load_policy(base, device=device, dtype=dtype)
+    model = PeftModel.from_pretrained(model, str(path)).eval()
+    return disable_dropout(model.merge_and_unload() if merge else model), tok

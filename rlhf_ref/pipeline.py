@@ -32,25 +32,30 @@ def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, r
                    n_prompts: int | None = None, # first n train prompts (None: all)
                    require_finished: bool = True, # rank only samples that ended with EOS
                    eval_every: int = 20, eval_prompts: list | None = None, max_length: int = 256,
-                   max_prompt_length: int = 128, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+                   max_prompt_length: int = 128, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+                   lora: dict | None = None, # peft LoraConfig keyword arguments: train adapters, reference = adapters off
+                  ) -> dict:
     "Train `algo` on preference pairs sampled from the model on `task`; returns paths and the final evaluation."
     task, out_dir, t0 = get_task(task), Path(out_dir), time.time()
     _say(f"[1/5] loading model {model or 'SmolLM2-135M-Instruct (embedded)'}", quiet)
     policy, tok = load_policy(model)
-    ref = frozen_copy(policy)
+    ref = frozen_copy(policy) if lora is None else None  # under LoRA the trainer makes it: the policy, adapters off
+    base = policy if ref is None else ref  # before training, with no adapter yet, the policy is the reference
     _say(f"[2/5] preference pairs: {k} samples per prompt from the reference, best vs worst by gold reward (cached)", quiet)
-    rows = onpolicy_preferences(ref, tok, task, k=k, n_prompts=n_prompts, seed=seed, require_finished=require_finished,
+    rows = onpolicy_preferences(base, tok, task, k=k, n_prompts=n_prompts, seed=seed, require_finished=require_finished,
                                 progress=not quiet)
     if not rows: raise ValueError(f"no preference pairs: on every prompt, fewer than 2 of the {k} samples finished or all "
                                   "scored the same" + (" (require_finished=False ranks unfinished samples too)" if require_finished else ""))
     ds = preference_dataset(rows, tok, max_length=max_length, max_prompt_length=max_prompt_length)
-    if algo.precompute_ref: ds = precompute_ref_logps(ds, ref, tok.pad_token_id)
+    if algo.precompute_ref: ds = precompute_ref_logps(ds, base, tok.pad_token_id)
     _say(f"[3/5] {len(ds)} pairs; training {type(algo).__name__} for {steps} steps -> {out_dir}", quiet)
     cfg = TrainConfig(out_dir=str(out_dir), max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
-                      warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, eval_every=eval_every, seed=seed, progress=not quiet)
+                      warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, eval_every=eval_every, seed=seed, progress=not quiet,
+                      lora=lora)
     info = dict(model=model or "smollm2", task=task.name, pairs=len(ds), k=k, base_model=model or "smollm2")
-    trainer = Trainer(algo, policy, ref, ds, PreferenceCollator(tok.pad_token_id), cfg,
-                      eval_fn=Evaluator(task, tok, ref=ref, prompts=eval_prompts, seed=seed), run_info=info)
+    evaluator = Evaluator(task, tok, ref=ref, prompts=eval_prompts, seed=seed)
+    trainer = Trainer(algo, policy, ref, ds, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=evaluator, run_info=info)
+    evaluator.ref = trainer.ref  # under LoRA, the reference the trainer made
     history = trainer.train(resume=resume, overwrite=overwrite)
     _say("[4/5] saving the policy", quiet)
     policy_dir = trainer.save_trained_policy(tok)

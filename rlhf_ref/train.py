@@ -6,7 +6,7 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/train.html.md"""
 
 # %% ../nbs/06_train.ipynb #323e4b74
 from __future__ import annotations
-import dataclasses, json, logging, math, os, shutil, signal, threading, time
+import copy, dataclasses, functools, json, logging, math, os, shutil, signal, threading, time, warnings
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, asdict
@@ -23,7 +23,7 @@ from .core import check_choice, check_finite, check_range, read_jsonl, write_jso
 from .models import save_policy
 
 # %% auto #0
-__all__ = ['TrainConfig', 'BatchOrder', 'Trainer', 'latest_checkpoint']
+__all__ = ['TrainConfig', 'BatchOrder', 'Trainer', 'latest_checkpoint', 'lora_config', 'AdaptersOff']
 
 # %% ../nbs/06_train.ipynb #db5a096f
 @dataclass
@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "no"  # accelerate's: "no", "bf16", "fp16"
     progress: bool = True
+    lora: dict | None = None  # peft `LoraConfig` keyword arguments (r, lora_alpha, target_modules...): train adapters only
 
     def __post_init__(self):
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
@@ -53,6 +54,7 @@ class TrainConfig:
         check_range("lr", self.lr, 0, lo_open=True)
         if self.max_grad_norm is not None: check_range("max_grad_norm", self.max_grad_norm, 0, lo_open=True)
         check_choice("mixed_precision", self.mixed_precision, {"no", "bf16", "fp16"})
+        if self.lora is not None: lora_config(self.lora)  # raises a ValueError naming `lora` (see the LoRA section)
 
 # %% ../nbs/06_train.ipynb #db37568b
 class BatchOrder:
@@ -83,13 +85,15 @@ class Trainer:
         self.out = Path(config.out_dir)
         self.acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=1)
         accelerate_set_seed(config.seed)
+        self.peft = None  # under LoRA: the peft wrapper of the policy (saves the adapter, switches it off)
+        if config.lora is not None: policy, ref, self.peft = _add_lora(policy, ref, config.lora)
         params = [p for p in policy.parameters() if p.requires_grad]
         fused = all(p.device.type in ("cpu", "cuda") for p in params)  # one kernel for all parameters, not a Python loop
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
         self.policy, self.opt = self.acc.prepare(policy, opt)
         self.sched = get_scheduler(config.scheduler, self.opt, config.warmup_steps, config.max_steps)
         self.acc.register_for_checkpointing(self.sched)  # stepped by us, once per optimizer step
-        self.ref = self.acc.prepare_model(ref, evaluation_mode=True) if ref is not None else None
+        self.ref = self.acc.prepare_model(ref, evaluation_mode=True) if isinstance(ref, torch.nn.Module) else ref
         self.order = BatchOrder(len(dataset), config.batch_size, config.seed, self.acc.num_processes, self.acc.process_index)
         self.step, self.history, self._stop = 0, [], False
         self.run_info = {"algo": type(algo).__name__, "algo_config": _jsonable(algo), **(run_info or {})}
@@ -189,8 +193,10 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 @patch
 def load_checkpoint(self: Trainer, path: str | Path) -> None:
     "Restore model, optimizer, scheduler, RNG states, step and algorithm state from checkpoint `path`."
-    self.acc.load_state(str(path))
     state = json.loads((Path(path) / "trainer_state.json").read_text())
+    if state["config"].get("lora") != self.cfg.lora:  # the checkpoint holds adapter weights, or lacks them
+        raise ValueError(f"lora: this checkpoint was saved with lora={state['config'].get('lora')}, not {self.cfg.lora}")
+    self.acc.load_state(str(path))
     self.step = state["step"]
     if state.get("algo_state") is not None: self.algo.load_state_dict(state["algo_state"])
     metrics = self.out / "metrics.jsonl"
@@ -243,9 +249,59 @@ def train(self: Trainer, resume: bool = False, # continue from the newest checkp
     return self.history
 
 @patch
-def save_trained_policy(self: Trainer, tokenizer, path: str | Path | None = None, **meta) -> Path:
-    "Save the trained policy (default `out_dir/policy`) with `rlhf_ref.json` metadata."
+def save_trained_policy(self: Trainer, tokenizer, path: str | Path | None = None,
+                        merge: bool = False, # under LoRA: save full weights with the adapter merged in, not the adapter
+                        **meta) -> Path:
+    "Save the trained policy (default `out_dir/policy`) with `rlhf_ref.json` metadata; under LoRA its adapter by default."
     path = Path(path or self.out / "policy")
-    if self.acc.is_main_process: save_policy(self.acc.unwrap_model(self.policy), tokenizer, path, {**self.run_info, **meta})
+    if self.acc.is_main_process:
+        model = self.acc.unwrap_model(self.policy)
+        if self.peft is not None:  # merged into a copy: the trainer's model stays as it was
+            model = copy.deepcopy(self.peft).merge_and_unload() if merge else self.peft
+            meta = {"lora": self.cfg.lora, "adapter": "merged" if merge else "adapter only", **meta}
+        save_policy(model, tokenizer, path, {**self.run_info, **meta})
     self.acc.wait_for_everyone()
     return path
+
+# %% ../nbs/06_train.ipynb #58dbdf8a
+def lora_config(lora: dict):
+    "A peft `LoraConfig` for a causal LM from keyword arguments; a `ValueError` names `lora` when they are wrong."
+    from peft import LoraConfig  # imported here: only LoRA runs need peft
+    if not isinstance(lora, dict): raise ValueError(f"lora must be a dict of LoraConfig keyword arguments, got {lora!r}")
+    if not isinstance(lora.get("r", 8), int): raise ValueError(f"lora['r'] must be an integer >= 1, got {lora['r']!r}")
+    check_range("lora['r']", lora.get("r", 8), 1)
+    check_range("lora['lora_alpha']", lora.get("lora_alpha", 8), 0, lo_open=True)  # peft checks neither of these two
+    check_range("lora['lora_dropout']", lora.get("lora_dropout", 0.0), 0, 1, hi_open=True)
+    try: return LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
+    except (TypeError, ValueError) as e: raise ValueError(f"lora: {e}") from None
+
+# %% ../nbs/06_train.ipynb #f84758ab
+class AdaptersOff:
+    "The model under a peft model with its adapters switched off: a reference that costs no copy of the weights."
+    def __init__(self, peft_model):
+        self.peft_model, self.model = peft_model, peft_model.get_base_model()  # the policy's own module, adapters inside
+        def forward(*args, **kwargs): return self(*args, **kwargs)
+        self.forward = functools.wraps(self.model.forward)(forward)  # the model's signature, for code that reads it
+    def __call__(self, *args, **kwargs):
+        with self.peft_model.disable_adapter(): return self.model(*args, **kwargs)
+    def generate(self, *args, **kwargs):
+        with self.peft_model.disable_adapter(): return self.model.generate(*args, **kwargs)
+    def named_parameters(self, *args, **kwargs):
+        return ((n, p) for n, p in self.model.named_parameters(*args, **kwargs) if "lora_" not in n)
+    def parameters(self): return (p for _, p in self.named_parameters())
+    @property
+    def is_activation_checkpointing(self) -> bool:  # `rlhf_ref.logprobs` looks for it on the class
+        old = not hasattr(type(self.model), "is_activation_checkpointing")  # transformers < 5 names it so
+        return bool(getattr(self.model, "is_gradient_checkpointing" if old else "is_activation_checkpointing", False))
+    def eval(self): return self  # the policy's mode is the trainer's; with the adapters off no LoRA dropout runs
+    def __getattr__(self, name):  # config, device, get_output_embeddings...: the model's
+        if name in ("model", "peft_model"): raise AttributeError(name)
+        return getattr(self.model, name)
+
+def _add_lora(policy, ref, lora: dict):
+    "`(policy with LoRA layers injected in place, reference, peft wrapper)`; the reference defaults to the adapters off."
+    from peft import get_peft_model
+    with warnings.catch_warnings():  # peft 0.21 reads the name transformers 5 deprecated; nothing for us to change
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        peft_model = get_peft_model(policy, lora_config(lora))  # freezes every base weight
+    return peft_model.get_base_model(), AdaptersOff(peft_model) if ref is None else ref, peft_model
