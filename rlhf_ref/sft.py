@@ -47,7 +47,8 @@ def tokenize_response(row: dict, tokenizer, *, max_length: int = 512, max_prompt
     "Token ids `prompt_ids`, `response_ids` of a response row (through `rlhf_ref.data.tokenize_row`)."
     row = response_row(row, i)
     both = dict(prompt=row["prompt"], chosen=row["response"], rejected=row["response"])
-    ids = tokenize_row(both, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length, truncation=truncation, i=i)
+    ids = tokenize_row(both, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length,
+                       truncation=truncation, i=i)
     return dict(prompt_ids=ids["prompt_ids"], response_ids=ids["chosen_ids"])
 
 # %% ../nbs/10_sft.ipynb #3a6c7356
@@ -60,8 +61,8 @@ def response_dataset(data, # list of dicts, a `datasets.Dataset`, or a path to a
     rows = [response_row(r, i) for i, r in enumerate(data)]
     if not rows: raise DataError("the response dataset is empty")
     kw = dict(max_length=max_length, max_prompt_length=max_prompt_length, truncation=truncation)
-    out = [{**{k: v for k, v in r.items() if k not in ("chosen", "rejected")}, **tokenize_response(r, tokenizer, i=i, **kw)}
-           for i, r in enumerate(rows)]
+    out = [{**{k: v for k, v in r.items() if k not in ("chosen", "rejected")},
+            **tokenize_response(r, tokenizer, i=i, **kw)} for i, r in enumerate(rows)]
     return Dataset.from_list(out)
 
 class ResponseCollator:
@@ -69,7 +70,8 @@ class ResponseCollator:
     def __init__(self, pad_token_id: int): self.pad = pad_token_id
 
     def __call__(self, examples: list[dict]) -> dict:
-        batch = pad_prompt_response([e["prompt_ids"] for e in examples], [e["response_ids"] for e in examples], self.pad)
+        prompts, responses = [e["prompt_ids"] for e in examples], [e["response_ids"] for e in examples]
+        batch = pad_prompt_response(prompts, responses, self.pad)
         for k in examples[0]:  # numeric extras present in every example: rewards, advantages, reference log-probs...
             vals = [e[k] for e in examples]
             if k not in batch and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
@@ -82,7 +84,7 @@ REDUCTIONS = ("token", "sequence", "sum")
 @dataclass
 class SFT(Algorithm):
     "Supervised fine-tuning (NLL of the responses, prompt masked), for `rlhf_ref.train.Trainer`."
-    reduction: str = "token"  # "token": mean over the batch's response tokens | "sequence": mean of per-response means | "sum"
+    reduction: str = "token"  # "token": mean over the batch's response tokens | "sequence": mean of response means | "sum"
 
     def __post_init__(self): check_choice("reduction", self.reduction, set(REDUCTIONS))
 
