@@ -84,7 +84,7 @@ REDUCTIONS = ("token", "sequence", "sum")
 @dataclass
 class SFT(Algorithm):
     "Supervised fine-tuning (NLL of the responses, prompt masked), for `rlhf_ref.train.Trainer`."
-    reduction: str = "token"  # "token": mean over the batch's response tokens | "sequence": mean of response means | "sum"
+    reduction: str = "token"  # "token": batch mean over response tokens | "sequence": mean of response means | "sum"
 
     def __post_init__(self): check_choice("reduction", self.reduction, set(REDUCTIONS))
 
