@@ -39,7 +39,8 @@ class Algorithm:
 
 # %% ../nbs/06_algos.ipynb #bd671ab0
 DATA_KINDS = {"pairs": "preference pairs", "scored": "scored responses", "prompts": "prompts + reward",
-              "ranked": "K ranked samples a prompt"}
+              "ranked": "K ranked samples a prompt",
+              "responses": "prompt + response demonstrations"}
 
 @dataclass(frozen=True)
 class AlgoInfo:
