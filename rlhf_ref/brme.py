@@ -1,4 +1,4 @@
-r"""A multi-head reward model whose heads each output a Gaussian reward and train on their own subsets of the pairs, and the reward-robust objective's per-sample reward: a mix of the nominal reward and the ensemble's minimum, $\lambda r_{\text{nom}}+(1-\lambda)\min_i r_i$.
+r"""A multi-head reward model whose heads each output a Gaussian reward and train on their own random subsamples of the pairs, and the reward-robust objective's per-sample reward: a mix of the nominal reward and the ensemble's minimum, $\lambda r_{\text{nom}}+(1-\lambda)\min_i r_i$.
 
 Docs: https://rlhf-ref.github.io/rlhf_ref/brme.html.md"""
 
@@ -83,8 +83,8 @@ def brme_loss(chosen: torch.Tensor, # (B, k, 2) each head's mu and sigma for y_c
 # %% ../nbs/11a_brme.ipynb #b36fec7d
 @dataclass
 class BRME(Algorithm):
-    "Stage 2 of BRME: k Gaussian heads, each trained on its own random subset of the pairs (derivation, ours)."
-    subset: float = 0.7  # share of the pairs each head trains on (ours)
+    "Stage 2 of BRME: k Gaussian heads, each trained on its own random subsample of the pairs (derivation, ours)."
+    subset: float = 0.7  # probability that a head keeps a pair: each head sees about this share (ours)
     loss_type: str = "bt"  # "bt" or "mse" (to the frozen stage-1 reward model passed as `ref`)
     n_samples: int = 1  # reparameterisation draws per pair
     kl_coef: float = 0.0  # prior term that keeps sigma from collapsing (ours; 0: the specification's loss)

@@ -44,7 +44,7 @@ class Evaluator:
 @torch.no_grad()
 @patch
 def evaluate(self: Evaluator, policy, return_samples: bool = False) -> dict:
-    "Reward, length, diversity and, with a reference, KL and win rate of fresh samples from `policy`."
+    "Reward, length, diversity of fresh samples; with a reference, win rate and KL: `kl` (k1 estimate), `kl_k3` (k3)."
     samples, rewards = self._sample(policy)
     texts = [s["completion"] for s in samples]
     res = dict(reward=statistics.fmean(rewards), reward_std=statistics.pstdev(rewards),

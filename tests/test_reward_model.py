@@ -248,3 +248,15 @@ def test_prompt_split_keeps_prompts_apart_and_candidates_are_distinct():
     x = torch.stack([r[k] for r in scaled_tr for k in ("chosen_features", "rejected_features")])
     torch.testing.assert_close(x.mean(0), torch.zeros(4), atol=1e-5, rtol=0); torch.testing.assert_close(x.std(0), torch.ones(4), atol=1e-4, rtol=0)
     torch.testing.assert_close(scaled_te[1]["chosen_features"], scaled_tr[1]["chosen_features"])
+
+
+def test_head_initialisation_scale():
+    "Weights N(0, 1/(H+1)) (std 1/sqrt(H+1), lm-human-preferences' `fc_layer`): standardized features give rewards of sd ~1."
+    torch.manual_seed(0)
+    H = 576
+    heads = [LinearHead(H) for _ in range(64)]
+    w = torch.cat([h.linear.weight.flatten() for h in heads])
+    assert abs(w.std().item() * math.sqrt(H + 1) - 1) < 0.01
+    x = torch.randn(256, H)
+    with torch.no_grad(): r = torch.stack([h(x) for h in heads])
+    assert 0.9 < r.std().item() < 1.1
