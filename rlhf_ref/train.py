@@ -43,6 +43,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     mixed_precision: str = "no"  # accelerate's: "no", "bf16", "fp16"
+    activation_checkpointing: bool = False  # recompute the policy's activations in the backward: less memory, more time
     progress: bool = True
 
     def __post_init__(self):
@@ -78,6 +79,8 @@ class Trainer:
                  run_info: dict | None = None): # extra facts written to config.json (model, task...)
         self.algo, self.dataset, self.collate, self.cfg, self.eval_fn = algo, dataset, collate_fn, config, eval_fn
         self.out = Path(config.out_dir)
+        if config.activation_checkpointing:  # transformers >= 5 names it so; `gradient_checkpointing_enable` before
+            (getattr(policy, "activation_checkpointing_enable", None) or policy.gradient_checkpointing_enable)()
         self.acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=1)
         accelerate_set_seed(config.seed)
         params = [p for p in policy.parameters() if p.requires_grad]
