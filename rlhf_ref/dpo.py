@@ -56,7 +56,7 @@ class DPO(Algorithm):
     loss_type: str = "sigmoid"  # "sigmoid" (DPO, cDPO) | "robust" | "ipo" | "hinge"
     label_smoothing: float = 0.0  # epsilon in [0, 0.5) of cDPO ("sigmoid") and robust DPO ("robust")
     average: bool | None = None  # mean log-probs over response tokens? None: only for "ipo" (TRL's normalised IPO)
-    logit_stats: bool = True  # log logits/chosen, logits/rejected and entropy (one extra pass over the logits)
+    logit_stats: bool = True  # log logits/chosen, logits/rejected and entropy (from the log-prob chunks)
     precompute_ref = True  # the reference's sequence log-probs are all DPO needs from it
 
     def __post_init__(self): _check_hparams(self.beta, self.loss_type, self.label_smoothing)
@@ -80,7 +80,7 @@ def _reference_logps(self: DPO, batch: dict, ref) -> tuple[torch.Tensor, torch.T
 @patch
 def loss(self: DPO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
     "Mean loss over the batch and the preference metrics."
-    out = concatenated_forward(policy, batch, average=self.averaged, return_logits=self.logit_stats)
+    out = concatenated_forward(policy, batch, average=self.averaged, return_stats=self.logit_stats)
     ref_chosen, ref_rejected = self._reference_logps(batch, ref)
     losses, chosen_rewards, rejected_rewards = dpo_loss(out["chosen_logps"], out["rejected_logps"], ref_chosen, ref_rejected,
                                                         beta=self.beta, loss_type=self.loss_type, label_smoothing=self.label_smoothing)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['selective_logps', 'masked_sum', 'masked_mean', 'seq_logps', 'response_logps', 'concatenated_forward', 'logit_stats',
-           'preference_metrics', 'token_kl', 'kl_estimate']
+__all__ = ['selective_logps', 'head_logps', 'masked_sum', 'masked_mean', 'seq_logps', 'response_logps', 'concatenated_forward',
+           'logit_stats', 'preference_metrics', 'token_kl', 'head_token_kl', 'kl_estimate']
 
 # %% ../nbs/02_logprobs.ipynb #4f666616
 def selective_logps(logits: torch.Tensor, # (..., V) unnormalised scores
@@ -27,6 +27,61 @@ def selective_logps(logits: torch.Tensor, # (..., V) unnormalised scores
         chunk = flat[i:i + chunk_size].float()
         out.append(chunk.gather(-1, flat_labels[i:i + chunk_size]).squeeze(-1) - torch.logsumexp(chunk, -1))
     return torch.cat(out).view(labels.shape) if out else flat.new_zeros(labels.shape, dtype=torch.float32)
+
+# %% ../nbs/02_logprobs.ipynb #57f1a2e9
+class _HeadLogps(torch.autograd.Function):
+    "log_softmax(hidden @ weight.T + bias)[labels] by chunks of rows; the backward recomputes each chunk's softmax."
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk_size, stats):
+        dev = hidden.device.type  # under autocast, the head's matmul runs in the autocast dtype in both passes
+        ctx.dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+        W, b = weight.to(ctx.dtype), bias.to(ctx.dtype) if bias is not None else None
+        lps, lses, means, ents = [], [], [], []
+        with torch.autocast(dev, enabled=False):
+            for i in range(0, hidden.shape[0], chunk_size):
+                z = F.linear(hidden[i:i + chunk_size].to(ctx.dtype), W, b).float()  # (chunk, V), freed each round
+                lse = torch.logsumexp(z, -1)
+                lps.append(z.gather(-1, labels[i:i + chunk_size, None]).squeeze(-1) - lse); lses.append(lse)
+                if stats: means.append(z.mean(-1)); ents.append(lse - (torch.exp(z - lse[:, None]) * z).sum(-1))
+        cat = lambda xs: torch.cat(xs) if xs else hidden.new_zeros(0, dtype=torch.float32)
+        ctx.save_for_backward(hidden, weight, bias, labels, cat(lses))
+        ctx.chunk_size = chunk_size
+        mean, ent = cat(means), cat(ents)
+        ctx.mark_non_differentiable(mean, ent)
+        return cat(lps), mean, ent
+
+    @staticmethod
+    def backward(ctx, grad_lp, *_):
+        hidden, weight, bias, labels, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        W, b = weight.to(ctx.dtype), bias.to(ctx.dtype) if bias is not None else None
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            for i in range(0, hidden.shape[0], ctx.chunk_size):
+                j = i + ctx.chunk_size
+                h, gl = hidden[i:j].to(ctx.dtype), grad_lp[i:j, None].float()
+                g = F.linear(h, W, b).float().sub_(lse[i:j, None]).exp_().mul_(-gl)  # -dL/dlogp * softmax, (chunk, V)
+                g.scatter_add_(1, labels[i:j, None], gl)  # + dL/dlogp at the label
+                if need_b: grad_b += g.sum(0)
+                g = g.to(ctx.dtype)
+                if need_h: grad_h[i:j] = (g @ W).to(hidden.dtype)
+                if need_w: grad_w += (g.t() @ h).float()
+        return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
+                None, None, None)
+
+# %% ../nbs/02_logprobs.ipynb #da5a2a18
+def head_logps(hidden: torch.Tensor, # (N, d) final hidden states, one row per predicted token
+               head: torch.nn.Linear, # the output layer, weight (V, d), tied to the input embeddings or not
+               labels: torch.Tensor, # (N,) the token each row predicts
+               chunk_size: int = 1024, # rows whose (chunk, V) fp32 logits exist at one time
+               stats: bool = False, # also return each row's mean logit and entropy (without gradient)
+              ):
+    "`log_softmax(head(hidden))[labels]`, (N,) fp32, with no (N, V) tensor; `stats`: `(logps, mean_logit, entropy)`."
+    assert hidden.dim() == 2 and labels.shape == hidden.shape[:1], f"{tuple(hidden.shape)} vs {tuple(labels.shape)}"
+    lp, mean, ent = _HeadLogps.apply(hidden, head.weight, head.bias, labels.clamp(min=0), chunk_size, stats)
+    return (lp, mean, ent) if stats else lp
 
 # %% ../nbs/02_logprobs.ipynb #8a6bd7df
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -101,6 +156,22 @@ def _shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.
     # the last prompt position predicts the first response token; response position t predicts token t+1
     return torch.cat([first[0][:, -1:].repeat(2, 1, 1), second[0][:, :-1]], 1), first[1]
 
+# %% ../nbs/02_logprobs.ipynb #16deee0a
+def _response_hidden(model, inputs: dict, R: int, share_prompt: bool):
+    "`(hidden (B, R, d) before each response column, head)`; None when the model's logits are not `head(hidden)`."
+    found = None
+    if share_prompt and _can_share_prompt(model, inputs["input_ids"], inputs["attention_mask"], R):
+        found = _shared_prompt_hidden(model, **inputs, R=R)
+    if found is None:
+        full = _final_hidden(model, **inputs)
+        if full is not None: found = full[0][:, -(R + 1):-1], full[1]  # position t predicts token t+1
+    return found
+
+def _response_logits(model, inputs: dict, R: int) -> torch.Tensor:
+    "The model's own logits at the positions that predict the R response columns, (B, R, V)."
+    kw = dict(logits_to_keep=R + 1) if _accepts(model, "logits_to_keep") else {}
+    return model(**inputs, use_cache=False, **kw).logits[:, -(R + 1):-1]
+
 # %% ../nbs/02_logprobs.ipynb #94ab808a
 def response_logps(model, # a causal LM
                    input_ids: torch.Tensor, # (B, L) left-padded prompt then right-padded response
@@ -108,43 +179,45 @@ def response_logps(model, # a causal LM
                    response_mask: torch.Tensor, # (B, R) 1 on response tokens, which fill the last R columns
                    return_logits: bool = False, # also return the (N, V) logits of the N response tokens
                    share_prompt: bool = False, # rows i and B/2+i may share a prompt: run it once when they do
+                   return_stats: bool = False, # also return each response token's mean logit and entropy, (B, R)
+                   return_hidden: bool = False, # also return the (N, d) hidden states and the head
+                   chunk_size: int = 1024, # rows of (chunk, V) fp32 logits at a time
                   ):
-    "Per-token log-probs of the response, (B, R) with 0 at padding; with `return_logits`, `(token_logps, logits)`."
+    "Per-token log-probs of the response, (B, R) with 0 at padding; with any `return_*`, `(token_logps, extras dict)`."
     R, mask = response_mask.shape[1], response_mask.bool()
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
                   position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
-    found = None
-    if share_prompt and _can_share_prompt(model, input_ids, attention_mask, R):
-        found = _shared_prompt_hidden(model, **inputs, R=R)
-    if found is None:
-        full = _final_hidden(model, **inputs)
-        if full is not None: found = full[0][:, -(R + 1):-1], full[1]  # position t predicts token t+1
-    if found is not None:
-        hidden, head = found
-        logits = head(hidden[mask])  # (N, V)
+    labels, extras = input_ids[:, -R:][mask], {}  # (N,)
+    found = _response_hidden(model, inputs, R, share_prompt)
+    if found is not None and return_hidden: extras["hidden"], extras["head"] = found[0][mask], found[1]
+    if found is not None and not return_logits and isinstance(found[1], torch.nn.Linear):
+        out = head_logps(found[0][mask], found[1], labels, chunk_size, stats=return_stats)  # no (N, V) tensor kept
+        lp, stats = (out[0], out[1:]) if return_stats else (out, ())
     else:
-        kw = dict(logits_to_keep=R + 1) if _accepts(model, "logits_to_keep") else {}
-        logits = model(**inputs, use_cache=False, **kw).logits[:, -(R + 1):-1][mask]
-    lp = selective_logps(logits, input_ids[:, -R:][mask])  # (N,)
-    token_logps = lp.new_zeros(mask.shape).masked_scatter(mask, lp)
-    return (token_logps, logits) if return_logits else token_logps
+        logits = found[1](found[0][mask]) if found is not None else _response_logits(model, inputs, R)[mask]  # (N, V)
+        lp, stats = selective_logps(logits, labels, chunk_size), logit_stats(logits, chunk_size) if return_stats else ()
+        if return_logits: extras["logits"] = logits
+    scatter = lambda x: x.new_zeros(mask.shape).masked_scatter(mask, x)  # (N,) -> (B, R), 0 at padding
+    if return_stats: extras["mean_logit"], extras["entropy"] = (scatter(s) for s in stats)
+    return (scatter(lp), extras) if (return_logits or return_stats or return_hidden) else scatter(lp)
 
 # %% ../nbs/02_logprobs.ipynb #687dfb9a
 def concatenated_forward(model, # a causal LM
                          batch: dict, # from `rlhf_ref.data.collate_preferences`: chosen rows, then rejected rows
                          average: bool = False, # mean instead of sum over response tokens
-                         return_logits: bool = False, # keep the (N, V) logits of the response tokens (TDPO needs them)
+                         return_logits: bool = False, # keep the (N, V) logits of the response tokens
                          share_prompt: bool = True, # run each prompt once for both of its responses (when possible)
+                         return_stats: bool = False, # `mean_logit`, `entropy` per response token, (2B, R)
+                         return_hidden: bool = False, # keep the (N, d) hidden states and the head (`hidden`, `head`)
                         ) -> dict:
     "Sequence log-probs of chosen and rejected responses from one pass over the stacked batch."
     mask = batch["response_mask"]
-    out = response_logps(model, batch["input_ids"], batch["attention_mask"], mask, return_logits, share_prompt)
-    token_logps, logits = out if return_logits else (out, None)
+    out = response_logps(model, batch["input_ids"], batch["attention_mask"], mask, return_logits, share_prompt,
+                         return_stats, return_hidden)
+    token_logps, extras = out if isinstance(out, tuple) else (out, {})
     logps = seq_logps(token_logps, mask, average)
     n = logps.shape[0] // 2
-    res = dict(chosen_logps=logps[:n], rejected_logps=logps[n:], token_logps=token_logps, mask=mask)
-    if return_logits: res["logits"] = logits
-    return res
+    return dict(chosen_logps=logps[:n], rejected_logps=logps[n:], token_logps=token_logps, mask=mask, **extras)
 
 # %% ../nbs/02_logprobs.ipynb #385d39fd
 @torch.no_grad()
@@ -162,20 +235,24 @@ def logit_stats(logits: torch.Tensor, # (B, T, V)
 
 # %% ../nbs/02_logprobs.ipynb #440a6783
 @torch.no_grad()
-def preference_metrics(out: dict, # from `concatenated_forward` (with its (N, V) `logits` for the logit statistics)
+def preference_metrics(out: dict, # from `concatenated_forward` (`return_stats` or `logits` for the logit statistics)
                        chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor # (B,) detached implicit rewards
                       ) -> dict:
-    "TRL-named metrics of a preference batch: `rewards/*`, `logps/*` and, given logits, `logits/*` and `entropy`."
+    "TRL-named metrics of a preference batch: `rewards/*`, `logps/*` and, given statistics or logits, `logits/*`, `entropy`."
     m = {"rewards/chosen": chosen_rewards.mean(), "rewards/rejected": rejected_rewards.mean(),
          "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
          "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
          "logps/chosen": out["chosen_logps"].detach().mean(), "logps/rejected": out["rejected_logps"].detach().mean()}
-    if out.get("logits") is not None:
-        mask = out["mask"].bool()
-        mean_logit, entropy = (x.new_zeros(mask.shape).masked_scatter(mask, x) for x in logit_stats(out["logits"]))  # (2B, R)
-        n, mask = mask.shape[0] // 2, out["mask"]
-        m["logits/chosen"], m["logits/rejected"] = masked_mean(mean_logit[:n], mask[:n], None), masked_mean(mean_logit[n:], mask[n:], None)
-        m["entropy"] = masked_mean(entropy, mask, None)
+    mask = out["mask"]
+    if "entropy" in out: mean_logit, entropy = out["mean_logit"], out["entropy"]  # (2B, R), from the log-prob chunks
+    elif out.get("logits") is not None:
+        scatter = lambda x: x.new_zeros(mask.shape).masked_scatter(mask.bool(), x)  # (N,) -> (2B, R)
+        mean_logit, entropy = (scatter(x) for x in logit_stats(out["logits"]))
+    else: return m
+    n = mask.shape[0] // 2
+    m["logits/chosen"] = masked_mean(mean_logit[:n], mask[:n], None)
+    m["logits/rejected"] = masked_mean(mean_logit[n:], mask[n:], None)
+    m["entropy"] = masked_mean(entropy, mask, None)
     return m
 
 # %% ../nbs/02_logprobs.ipynb #7a384dac
@@ -193,6 +270,20 @@ def token_kl(p_logits: torch.Tensor, # (B, T, V) logits of p
         logq = q_flat[i:i + chunk_size].float().log_softmax(-1)
         out.append((logp.exp() * (logp - logq)).sum(-1))
     return torch.cat(out).view(p_logits.shape[:-1])
+
+# %% ../nbs/02_logprobs.ipynb #d0405e70
+def head_token_kl(p_hidden: torch.Tensor, # (N, d) hidden states of p, e.g. the reference's
+                  p_head: torch.nn.Module, # p's output layer
+                  q_hidden: torch.Tensor, # (N, d) hidden states of q, e.g. the policy's
+                  q_head: torch.nn.Module, # q's output layer
+                  chunk_size: int = 1024
+                 ) -> torch.Tensor:
+    "KL(p || q) over the vocabulary per row, (N,) fp32, from hidden states: no (N, V) tensor is kept for the backward."
+    assert p_hidden.shape[0] == q_hidden.shape[0], f"{tuple(p_hidden.shape)} vs {tuple(q_hidden.shape)}"
+    from torch.utils.checkpoint import checkpoint
+    kl = lambda ph, qh: token_kl(p_head(ph), q_head(qh), chunk_size)
+    return torch.cat([checkpoint(kl, p_hidden[i:i + chunk_size], q_hidden[i:i + chunk_size], use_reentrant=False)
+                      for i in range(0, p_hidden.shape[0], chunk_size)] or [p_hidden.new_zeros(0, dtype=torch.float32)])
 
 # %% ../nbs/02_logprobs.ipynb #d252a51e
 def kl_estimate(logps: torch.Tensor, # log pi_theta of sampled tokens

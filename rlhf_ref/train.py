@@ -44,6 +44,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     mixed_precision: str = "no"  # accelerate's: "no", "bf16", "fp16"
+    activation_checkpointing: bool = False  # recompute the policy's activations in the backward: less memory, more time
     progress: bool = True
     lora: dict | None = None  # peft `LoraConfig` keyword arguments (r, lora_alpha, target_modules...): train adapters only
 
@@ -83,6 +84,8 @@ class Trainer:
             raise TypeError(f"algo must be an rlhf_ref.algos.Algorithm (subclass it and define loss), got {type(algo).__name__}")
         self.algo, self.dataset, self.collate, self.cfg, self.eval_fn = algo, dataset, collate_fn, config, eval_fn
         self.out = Path(config.out_dir)
+        if config.activation_checkpointing:  # transformers >= 5 names it so; `gradient_checkpointing_enable` before
+            (getattr(policy, "activation_checkpointing_enable", None) or policy.gradient_checkpointing_enable)()
         self.acc = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=1)
         accelerate_set_seed(config.seed)
         self.peft = None  # under LoRA: the peft wrapper of the policy (saves the adapter, switches it off)

@@ -252,3 +252,115 @@ def test_shared_prompt_under_ddp_matches_one_process(flag, tmp_path):
     P_R = out["calls"]
     assert P_R[0][0] == 2 and P_R[1][0] == 4, P_R  # 2 prompts, then 4 responses: the shared path ran under DDP
     assert out["max_grad"] > 1e-3 and out["max_grad_err"] < 1e-4 * out["max_grad"], out
+
+
+# --- log-probs from the hidden states through the head, in chunks (custom backward) ---
+from rlhf_ref.logprobs import head_logps, head_token_kl, preference_metrics
+
+
+def _rel(a, b):
+    "Relative error of `a` against `b` by norms (fp32 sums in another order differ elementwise near zero)."
+    return ((a - b).norm() / b.norm().clamp(min=1e-30)).item()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 30), d=st.integers(1, 12), v=st.integers(2, 60), chunk=st.integers(1, 40), bias=st.booleans(),
+       seed=st.integers(0, 10**6))
+def test_head_logps_matches_plain_head(n, d, v, chunk, bias, seed):
+    "Values, and gradients for the hidden states, the weight and the bias, equal the plain logits -> log_softmax path."
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(d, v, bias=bias)
+    with torch.no_grad(): head.weight.mul_(5)
+    h, y, w = torch.randn(n, d, requires_grad=True), torch.randint(0, v, (n,)), torch.randn(n)
+    plain = head(h).log_softmax(-1).gather(-1, y[:, None]).squeeze(-1)
+    params = [h, head.weight] + ([head.bias] if bias else [])
+    want = torch.autograd.grad((plain * w).sum(), params)
+    lp, mean, ent = head_logps(h, head, y, chunk_size=chunk, stats=True)
+    torch.testing.assert_close(lp, plain, rtol=1e-5, atol=1e-5)
+    got = torch.autograd.grad((lp * w).sum(), params)
+    for name, a, b in zip(["hidden", "weight", "bias"], got, want):
+        # saturated softmaxes (weights x5) make 1 - p cancel in fp32: both paths round it, differently
+        assert _rel(a, b) < 1e-4 or (a - b).abs().max() < 1e-6, f"{name}: relative gradient error {_rel(a, b):.2e}"
+    z = head(h).detach()
+    torch.testing.assert_close(mean, z.mean(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent, torch.distributions.Categorical(logits=z).entropy(), rtol=1e-4, atol=1e-4)
+    assert not mean.requires_grad and not ent.requires_grad
+
+
+def test_head_logps_bf16_and_autocast():
+    "bf16 weights: fp32 results close to the bf16 plain path; under CPU autocast the head runs in bf16 in both passes."
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300, bias=False)
+    h, y = torch.randn(20, 16, requires_grad=True), torch.randint(0, 300, (20,))
+    hb, headb = h.detach().bfloat16().requires_grad_(), torch.nn.Linear(16, 300, bias=False).bfloat16()
+    with torch.no_grad(): headb.weight.copy_(head.weight)
+    plain = headb(hb).float().log_softmax(-1).gather(-1, y[:, None]).squeeze(-1)
+    lp = head_logps(hb, headb, y, chunk_size=7)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, plain, rtol=1e-4, atol=1e-4)
+    g_plain = torch.autograd.grad(plain.sum(), [hb, headb.weight]); g = torch.autograd.grad(lp.sum(), [hb, headb.weight])
+    assert g[0].dtype == g[1].dtype == torch.bfloat16
+    assert _rel(g[0].float(), g_plain[0].float()) < 2e-2 and _rel(g[1].float(), g_plain[1].float()) < 2e-2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain_ac = head(h).float().log_softmax(-1).gather(-1, y[:, None]).squeeze(-1)
+        lp_ac = head_logps(h, head, y, chunk_size=7)
+    torch.testing.assert_close(lp_ac, plain_ac, rtol=1e-4, atol=1e-4)
+    gw_ac, = torch.autograd.grad(lp_ac.sum(), head.weight); gw_plain, = torch.autograd.grad(plain_ac.sum(), head.weight)
+    assert gw_ac.dtype == torch.float32 and _rel(gw_ac, gw_plain) < 2e-2
+
+
+@pytest.mark.parametrize("share_prompt", [True, False])
+def test_chunked_path_equals_plain_path_on_a_model(tiny, uneven_batch, share_prompt):
+    "The default (hidden states -> chunked head) and the plain logits path: same log-probs, statistics and parameter gradients."
+    from rlhf_ref.models import frozen_copy
+    model, _ = tiny
+    a, b = frozen_copy(model).requires_grad_(True), frozen_copy(model).requires_grad_(True)
+    assert a.get_output_embeddings().weight is a.get_input_embeddings().weight  # tied embeddings
+    chunked = concatenated_forward(a, uneven_batch, share_prompt=share_prompt, return_stats=True)
+    plain = concatenated_forward(b, uneven_batch, share_prompt=share_prompt, return_logits=True, return_stats=True)
+    assert "logits" not in chunked and plain["logits"].shape[-1] == b.config.vocab_size
+    for k in ("chosen_logps", "rejected_logps", "token_logps", "mean_logit", "entropy"):
+        torch.testing.assert_close(chunked[k], plain[k], rtol=1e-5, atol=1e-4, msg=k)
+    loss = lambda o: (o["chosen_logps"] - 2 * o["rejected_logps"]).sum()
+    loss(chunked).backward(); loss(plain).backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert q.grad.norm() > 0 and _rel(p.grad, q.grad) < 1e-5, f"{n}: relative gradient error {_rel(p.grad, q.grad):.2e}"
+    r = torch.ones(5)
+    m_chunked = preference_metrics(chunked, r, r)  # statistics from the chunks
+    m_plain = preference_metrics({k: v for k, v in plain.items() if k not in ("mean_logit", "entropy")}, r, r)  # from logits
+    for k in ("logits/chosen", "logits/rejected", "entropy"):
+        torch.testing.assert_close(m_chunked[k], m_plain[k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+def test_chunked_path_keeps_no_vocabulary_sized_tensor(tiny, uneven_batch):
+    "No tensor saved for the backward has the vocabulary as a dimension, except the head's weight, unless logits are asked for."
+    model, _ = tiny
+    V, weight = model.config.vocab_size, model.get_output_embeddings().weight
+    def saved_vocab_sized(**kw):
+        found = []
+        def pack(t):
+            if V in t.shape and t.untyped_storage().data_ptr() != weight.untyped_storage().data_ptr(): found.append(tuple(t.shape))
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): concatenated_forward(model, uneven_batch, **kw)
+        return found
+    assert saved_vocab_sized(return_stats=True) == []
+    assert saved_vocab_sized(return_logits=True)  # the control: the plain path keeps (N, V) tensors
+
+
+def test_head_token_kl_matches_token_kl(tiny):
+    "KL from hidden states, chunked with recomputation: the values and gradients of `token_kl` on full logits."
+    from rlhf_ref.models import frozen_copy
+    model, _ = tiny
+    policy = frozen_copy(model).requires_grad_(True)
+    ref_head, head = frozen_copy(model).get_output_embeddings(), policy.get_output_embeddings()
+    torch.manual_seed(0)
+    hp, hq = torch.randn(23, head.in_features), torch.randn(23, head.in_features, requires_grad=True)
+    want = token_kl(ref_head(hp), head(hq))
+    got = head_token_kl(hp, ref_head, hq, head, chunk_size=5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(got.sum(), [hq, head.weight]), torch.autograd.grad(want.sum(), [hq, head.weight])):
+        assert _rel(a, b) < 1e-5
+    out = concatenated_forward(policy, {"input_ids": torch.tensor([[5, 6, 7, 8]]).repeat(2, 1),
+                                        "attention_mask": torch.ones(2, 4, dtype=torch.long),
+                                        "response_mask": torch.tensor([[1, 1], [1, 0]])}, return_hidden=True)
+    assert out["hidden"].shape == (3, head.in_features) and out["head"] is head
