@@ -217,3 +217,24 @@ def test_bad_online_config_and_algorithms_raise():
     with pytest.raises(ValueError, match="grad_accum"): OnlineConfig(grad_accum=2)
     with pytest.raises(ValueError, match="num_generations"): GRPO(num_generations=1)
     with pytest.raises(ValueError, match="value_model"): attach_value(tiny_policy()[0], "mlp")
+
+
+def test_cli_trains_ppo_online_then_evaluates(tmp_path):
+    import os, subprocess, sys
+    from pathlib import Path
+    cli = str(Path(sys.executable).parent / "rlhf-ref")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out = tmp_path / "run"
+    r = subprocess.run([cli, "train", "--algo", "ppo", "--task", "sentiment", "--model", "tiny", "--steps", "2", "--batch-size", "2",
+                        "--n-prompts", "4", "--n-eval-prompts", "2", "--eval-every", "0", "--lr", "1e-4", "--kl-coef", "0.1",
+                        "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [x["step"] for x in rows if x["split"] == "train"] == [1, 2] and "objective/kl" in rows[1]
+    assert json.loads((out / "config.json").read_text())["algo_config"]["kl_coef"] == 0.1
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "A film nobody asked for, and"}\n{"prompt": "The soundtrack"}\n')
+    r = subprocess.run([cli, "eval", "--policy", str(out / "policy"), "--task", "sentiment", "--prompts", str(prompts)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["count"] == 2
