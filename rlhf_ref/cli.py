@@ -13,6 +13,7 @@ from .core import NonFiniteLossError, read_jsonl
 from .data import DataError
 from .evaluate import Evaluator
 from .models import ModelNotFoundError, load_policy, policy_meta
+from .online import online_run
 from .pipeline import preference_run
 from .plots import write_report
 from .tasks import TASKS, get_task
@@ -117,8 +118,13 @@ def cmd_train(args) -> int:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start again")
     eval_prompts = get_task(args.task).eval_prompts[:args.n_eval_prompts] if args.n_eval_prompts else None
     info = algorithms()[args.algo]
+    if info.data == "prompts":  # online: one step is one iteration of `batch_size` prompts (rlhf_ref.online)
+        online_run(args.algo_obj, args.task, args.model, out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                   n_prompts=args.n_prompts, eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed,
+                   resume=args.resume, overwrite=args.overwrite)
+        return 0
     if info.data != "pairs":
-        raise ValueError(f"{args.algo} learns from {info.data}; `rlhf-ref train` runs the algorithms on preference pairs so far")
+        raise ValueError(f"{args.algo} learns from {info.data}; `rlhf-ref train` runs preference-pair and online algorithms so far")
     preference_run(args.algo_obj, args.task, args.model, out, steps=args.steps, batch_size=args.batch_size,
                    lr=args.lr, k=args.k, n_prompts=args.n_prompts, require_finished=not args.keep_unfinished,
                    eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed, resume=args.resume,
