@@ -57,10 +57,12 @@ def test_identical_heads_give_the_nominal_reward(out, k, lam):
 
 
 def test_sampled_worst_case_tends_to_the_mean_worst_case_as_sigma_vanishes():
-    out = torch.stack([torch.randn(50, 4, dtype=torch.float64), torch.full((50, 4), 1e-12, dtype=torch.float64)], -1)
+    means = torch.randn(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # not the global RNG
+    out = torch.stack([means, torch.full((50, 4), 1e-12, dtype=torch.float64)], -1)
     g = torch.Generator().manual_seed(0)
     torch.testing.assert_close(robust_reward(out, lam=0.3, worst="sample", generator=g), robust_reward(out, lam=0.3))
     wide = out.clone(); wide[..., 1] = 1.0  # with spread, the minimum of draws sits below the minimum of the means on average
+    g = torch.Generator().manual_seed(1)  # (about 1.06 below over 30 seeds, never less than 0.87)
     assert robust_reward(wide, lam=0.0, worst="sample", generator=g).mean() < robust_reward(wide, lam=0.0).mean() - 0.5
 
 
