@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .algos import AlgoInfo, Algorithm, register_algo
 from .core import check_range
-from .logprobs import concatenated_forward, preference_metrics
+from .logprobs import concatenated_forward, masked_mean, preference_metrics
 
 # %% auto #0
 __all__ = ['cpl_loss', 'cpl_dense_loss', 'CPL', 'CPLKL']
@@ -60,7 +60,7 @@ def cpl_dense_loss(logps: torch.Tensor, # (P, K) summed log-probs of K scored re
 def _chosen_nll(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     "Token-mean NLL of the chosen rows (the first half) of a preference batch, shape ()."
     n = token_logps.shape[0] // 2
-    return -(token_logps[:n] * mask[:n]).sum() / mask[:n].sum().clamp(min=1)
+    return -masked_mean(token_logps[:n], mask[:n], dim=None)
 
 # %% ../nbs/22_cpl.ipynb #9c249067
 @dataclass

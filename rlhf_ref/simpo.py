@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .algos import AlgoInfo, Algorithm, register_algo
 from .core import check_range
-from .logprobs import concatenated_forward, preference_metrics
+from .logprobs import concatenated_forward, masked_mean, preference_metrics
 
 # %% auto #0
 __all__ = ['simpo_loss', 'cpo_loss', 'chosen_nll', 'SimPO', 'CPO']
@@ -49,7 +49,7 @@ def chosen_nll(token_logps: torch.Tensor, # (2B, T) per-token log-probs: chosen 
               ) -> torch.Tensor:
     "Token-mean NLL over all chosen tokens of the batch (ALMA-R's and TRL's `CrossEntropyLoss` on the chosen half), shape ()."
     n = token_logps.shape[0] // 2
-    return -(token_logps[:n] * mask[:n]).sum() / mask[:n].sum().clamp(min=1)
+    return -masked_mean(token_logps[:n], mask[:n], dim=None)
 
 # %% ../nbs/23_simpo.ipynb #b88da382
 @dataclass
