@@ -11,7 +11,7 @@ from pathlib import Path
 from .algos import algo_params, algo_table, algorithms, build_algo
 from .core import NonFiniteLossError, read_jsonl
 from .data import DataError
-from .evaluate import Evaluator
+from .evaluate import Evaluator, length_breakdown, length_matched_gain
 from .models import ModelNotFoundError, load_policy, policy_meta
 from .online import online_run
 from .pipeline import preference_run
@@ -24,7 +24,8 @@ __all__ = ['GENERAL_FLAGS', 'algo_from_args', 'build_parser', 'cmd_train', 'lora
 
 # %% ../nbs/99_cli.ipynb #f133b5de
 GENERAL_FLAGS = {"algo", "task", "model", "steps", "batch_size", "out", "resume", "overwrite", "lr", "k", "n_prompts",
-                 "keep_unfinished", "eval_every", "n_eval_prompts", "seed", "lora_r", "lora_alpha", "lora_targets"}  # train's own flags: no hyperparameter may take them
+                 "keep_unfinished", "eval_every", "n_eval_prompts", "seed", "lora_r", "lora_alpha", "lora_targets",
+                 "heldout_pairs", "label_noise"}  # train's own flags: no hyperparameter may take them
 
 def _flag(name: str) -> str: return "--" + name.rstrip("_").replace("_", "-")
 
@@ -66,6 +67,21 @@ def _positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0): raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
+def _fraction(text: str) -> float:
+    "An argparse type: a number in [0, 1]."
+    try: value = float(text)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1: raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+def _edges(text: str) -> tuple[int, ...]:
+    "An argparse type: increasing positive token counts separated by commas, e.g. 16,32,47."
+    try: edges = tuple(int(x) for x in text.split(","))
+    except ValueError: raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if list(edges) != sorted(set(edges)) or edges[0] <= 0:
+        raise argparse.ArgumentTypeError(f"expected increasing positive token counts, got {text!r}")
+    return edges
+
 # %% ../nbs/99_cli.ipynb #b4a4e5ae
 def build_parser() -> argparse.ArgumentParser:
     "The `rlhf-ref` argument parser."
@@ -88,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=_int_at_least(0), default=20)
     t.add_argument("--n-eval-prompts", type=_int_at_least(1), default=None, help="evaluate on the first N held-out prompts (default all)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--heldout-pairs", type=_int_at_least(0), default=0, help="keep N pairs out of training and report their "
+                   "implicit-reward accuracy at every evaluation (default 0)")
+    t.add_argument("--label-noise", type=_fraction, default=0.0, help="swap chosen and rejected on this share of the training "
+                   "pairs, a control (0.5: labels carry no information; default 0)")
     t.add_argument("--lora-r", type=_int_at_least(0), default=0, help="LoRA rank: train adapters only, the reference is "
                    "the base model with them off (default 0: full fine-tuning)")
     t.add_argument("--lora-alpha", type=_positive_float, default=None, help="LoRA scale numerator (default 2 x --lora-r)")
@@ -102,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ref", default=None, help="reference model (default: the policy's base model, else the embedded SmolLM2)")
     e.add_argument("--samples", type=_int_at_least(1), default=1, help="samples per prompt (default 1)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--by-length", action="store_true", help="add the reward of policy and reference by completion length "
+                   "(`by_length`) and the length-matched gain")
+    e.add_argument("--length-edges", type=_edges, default=(16, 32, 47), help="bucket boundaries in tokens (default 16,32,47)")
     e.set_defaults(func=cmd_eval)
     r = sub.add_parser("report", help="write DIR/report.html from a run's metrics")
     r.add_argument("run_dir")
@@ -128,7 +151,8 @@ def cmd_train(args) -> int:
     preference_run(args.algo_obj, args.task, args.model, out, steps=args.steps, batch_size=args.batch_size,
                    lr=args.lr, k=args.k, n_prompts=args.n_prompts, require_finished=not args.keep_unfinished,
                    eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed, resume=args.resume,
-                   overwrite=args.overwrite, lora=lora_from_args(args))
+                   overwrite=args.overwrite, lora=lora_from_args(args), heldout_pairs=args.heldout_pairs,
+                   label_noise=args.label_noise)
     return 0
 
 def lora_from_args(args) -> dict | None:
@@ -156,7 +180,12 @@ def cmd_eval(args) -> int:
     policy, tok = load_policy(args.policy)
     ref_name = args.ref or policy_meta(args.policy).get("base_model")
     ref, _ = load_policy(None if ref_name in (None, "smollm2") else ref_name)
-    res = Evaluator(task, tok, ref=ref.eval(), prompts=prompts, n_samples=args.samples, seed=args.seed)(policy.eval())
+    ev = Evaluator(task, tok, ref=ref.eval(), prompts=prompts, n_samples=args.samples, seed=args.seed)
+    res = ev(policy.eval())
+    if args.by_length:
+        res["by_length"] = length_breakdown(ev.last_samples, ev.ref_samples, args.length_edges)
+        res["length_matched_gain"] = length_matched_gain(res["by_length"])
+        res["by_length"] = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in res["by_length"]]
     print(json.dumps({"policy": str(args.policy), "ref": ref_name or "smollm2", "task": task.name, **res}))
     return 0
 

@@ -10,12 +10,13 @@ import math, statistics
 import torch
 from fastcore.basics import patch
 from .core import fingerprint
+from .data import PreferenceCollator
 from .generation import completion_logps, generate
-from .logprobs import kl_estimate
+from .logprobs import concatenated_forward, kl_estimate
 from .tasks import Task
 
 # %% auto #0
-__all__ = ['distinct_n', 'Evaluator']
+__all__ = ['distinct_n', 'Evaluator', 'length_breakdown', 'length_matched_gain', 'heldout_pair_metrics']
 
 # %% ../nbs/08_eval.ipynb #3a4829c8
 def distinct_n(texts: list[str], n: int) -> float:
@@ -34,7 +35,8 @@ class Evaluator:
         if not self.prompts: raise ValueError(f"task {task.name!r} has no evaluation prompts; pass prompts=")
         self.gen = dict(n=n_samples, max_new_tokens=max_new_tokens or task.max_new_tokens, temperature=temperature,
                         top_p=top_p, seed=seed, batch_size=batch_size)
-        self._ref_rewards = None
+        self.ref_samples = None  # the reference's samples with their rewards, drawn once
+        self.last_samples = None  # the samples of the latest `evaluate` call, with their rewards
 
     def _sample(self, model) -> tuple[list[dict], list[float]]:
         samples = generate(model, self.tok, self.prompts, **self.gen)
@@ -46,6 +48,7 @@ class Evaluator:
 def evaluate(self: Evaluator, policy, return_samples: bool = False) -> dict:
     "Reward, length, diversity of fresh samples; with a reference, win rate and KL: `kl` (k1 estimate), `kl_k3` (k3)."
     samples, rewards = self._sample(policy)
+    self.last_samples = [dict(s, reward=r) for s, r in zip(samples, rewards)]
     texts = [s["completion"] for s in samples]
     res = dict(reward=statistics.fmean(rewards), reward_std=statistics.pstdev(rewards),
                length=statistics.fmean(len(s["completion_ids"]) for s in samples),
@@ -53,20 +56,70 @@ def evaluate(self: Evaluator, policy, return_samples: bool = False) -> dict:
                distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2), count=len(samples))
     if self.ref is not None:
         same = fingerprint(policy) == fingerprint(self.ref)  # e.g. the evaluation before training
-        if self._ref_rewards is None:  # same seed and weights: the reference's samples would be these very samples
-            self._ref_rewards = rewards if same else self._sample(self.ref)[1]
+        if self.ref_samples is None:  # same seed and weights: the reference's samples would be these very samples
+            self.ref_samples = self.last_samples if same else [dict(s, reward=r) for s, r in zip(*self._sample(self.ref))]
+        ref_rewards = [s["reward"] for s in self.ref_samples]
         if same: res["kl"] = res["kl_k3"] = 0.0
         else:
             args = ([s["prompt_ids"] for s in samples], [s["completion_ids"] for s in samples], self.tok.pad_token_id)
             lp, lr = completion_logps(policy, *args), completion_logps(self.ref, *args)
             res["kl"] = statistics.fmean(float(kl_estimate(a, b, "k1").sum()) for a, b in zip(lp, lr))
             res["kl_k3"] = statistics.fmean(float(kl_estimate(a, b, "k3").sum()) for a, b in zip(lp, lr))
-        res["reward_ref"] = statistics.fmean(self._ref_rewards)
-        res["win_rate"] = statistics.fmean((r > q) + 0.5 * (r == q) for r, q in zip(rewards, self._ref_rewards))
-    if return_samples: res["samples"] = [dict(s, reward=r) for s, r in zip(samples, rewards)]
+        res["reward_ref"] = statistics.fmean(ref_rewards)
+        res["win_rate"] = statistics.fmean((r > q) + 0.5 * (r == q) for r, q in zip(rewards, ref_rewards))
+    if return_samples: res["samples"] = self.last_samples
     return res
 
 @patch
 def __call__(self: Evaluator, policy) -> dict:
     "Same as `evaluate(policy)`."
     return self.evaluate(policy)
+
+# %% ../nbs/08_eval.ipynb #92a06dfd
+def _bucket_name(lo: int, hi: int | None) -> str: return f"{lo}+" if hi is None else f"{lo}-{hi - 1}"
+
+def length_breakdown(policy_samples: list[dict], ref_samples: list[dict], # dicts with `completion_ids` and `reward`
+                     edges: tuple[int, ...] = (16, 32, 47), # bucket boundaries in tokens: [0,16), [16,32), [32,47), [47, inf)
+                    ) -> list[dict]:
+    "Mean reward and count of each side's samples in each length bucket, and the policy's gain over the reference there."
+    if list(edges) != sorted(set(edges)) or (edges and edges[0] <= 0): raise ValueError(f"edges must be increasing positive token counts, got {edges}")
+    bounds, rows = [0, *edges, None], []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        inside = lambda s: len(s["completion_ids"]) >= lo and (hi is None or len(s["completion_ids"]) < hi)
+        p, r = [s["reward"] for s in policy_samples if inside(s)], [s["reward"] for s in ref_samples if inside(s)]
+        rows.append(dict(bucket=_bucket_name(lo, hi), n_policy=len(p), n_ref=len(r),
+                         reward_policy=statistics.fmean(p) if p else math.nan, reward_ref=statistics.fmean(r) if r else math.nan,
+                         gain=statistics.fmean(p) - statistics.fmean(r) if p and r else math.nan))
+    return rows
+
+def length_matched_gain(rows: list[dict] # from `length_breakdown`
+                       ) -> dict:
+    "Per-bucket gains averaged with the buckets' pooled counts, over the buckets where both sides have samples."
+    both = [r for r in rows if r["n_policy"] and r["n_ref"]]
+    if not both: return dict(gain=math.nan, share_compared=0.0)
+    w = [r["n_policy"] + r["n_ref"] for r in both]
+    total = sum(r["n_policy"] + r["n_ref"] for r in rows)
+    return dict(gain=sum(wi * r["gain"] for wi, r in zip(w, both)) / sum(w), share_compared=sum(w) / total)
+
+# %% ../nbs/08_eval.ipynb #adf8ec88
+@torch.no_grad()
+def heldout_pair_metrics(policy, dataset, # a preference dataset (`rlhf_ref.data.preference_dataset`) of held-out pairs
+                         pad_token_id: int, ref=None, # needed when `dataset` has no precomputed reference log-probs
+                         batch_size: int = 8) -> dict:
+    "Implicit-reward accuracy (ties: 1/2), mean margin and mean log-prob changes of chosen and rejected on held-out pairs."
+    if len(dataset) == 0: raise ValueError("heldout_pair_metrics needs at least one pair")
+    precomputed = "ref_chosen_logps" in dataset.column_names
+    if not precomputed and ref is None: raise ValueError("no reference: pass ref= or precompute the reference log-probs")
+    collate, device, deltas = PreferenceCollator(pad_token_id), next(policy.parameters()).device, []
+    for i in range(0, len(dataset), batch_size):
+        batch = collate(list(dataset.select(range(i, min(i + batch_size, len(dataset))))))
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = concatenated_forward(policy, batch)
+        if precomputed: rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        else:
+            ro = concatenated_forward(ref, batch); rc, rr = ro["chosen_logps"], ro["rejected_logps"]
+        deltas += zip((out["chosen_logps"] - rc).tolist(), (out["rejected_logps"] - rr).tolist())
+    margins = [c - r for c, r in deltas]
+    return dict(pair_accuracy=statistics.fmean((m > 0) + 0.5 * (m == 0) for m in margins), pair_margin=statistics.fmean(margins),
+                pair_chosen_delta=statistics.fmean(c for c, _ in deltas), pair_rejected_delta=statistics.fmean(r for _, r in deltas),
+                pair_count=len(margins))

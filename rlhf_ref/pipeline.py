@@ -6,22 +6,31 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/pipeline.html.md"""
 
 # %% ../nbs/09_pipeline.ipynb #b76f4790
 from __future__ import annotations
-import json, time
+import hashlib, json, time
 from pathlib import Path
 from .data import PreferenceCollator, precompute_ref_logps, preference_dataset
-from .evaluate import Evaluator
+from .evaluate import Evaluator, heldout_pair_metrics
 from .models import frozen_copy, load_policy
 from .plots import write_report
-from .prefdata import onpolicy_preferences
+from .prefdata import inject_noise, onpolicy_preferences
 from .tasks import Task, get_task
 from .train import TrainConfig, Trainer
 
 # %% auto #0
-__all__ = ['preference_run']
+__all__ = ['split_heldout', 'preference_run']
 
 # %% ../nbs/09_pipeline.ipynb #f133b5de
 def _say(msg: str, quiet: bool) -> None:
     if not quiet: print(msg, flush=True)
+
+# %% ../nbs/09_pipeline.ipynb #97947441
+def split_heldout(rows: list[dict], n: int # how many pairs to hold out
+                 ) -> tuple[list[dict], list[dict]]:
+    "(train, held-out): the `n` rows whose prompts hash lowest are held out, so the split depends on neither order nor seed."
+    if n < 0 or n >= len(rows): raise ValueError(f"heldout_pairs must be in [0, {len(rows)}) for {len(rows)} pairs, got {n}")
+    key = lambda r: hashlib.sha256(json.dumps(r["prompt"], sort_keys=True).encode()).hexdigest()
+    held_ids = set(sorted(range(len(rows)), key=lambda i: key(rows[i]))[:n])
+    return [r for i, r in enumerate(rows) if i not in held_ids], [rows[i] for i in sorted(held_ids)]
 
 # %% ../nbs/09_pipeline.ipynb #eda12175
 def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)`
@@ -34,6 +43,8 @@ def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, r
                    eval_every: int = 20, eval_prompts: list | None = None, max_length: int = 256,
                    max_prompt_length: int = 128, resume: bool = False, overwrite: bool = False, quiet: bool = False,
                    lora: dict | None = None, # peft LoraConfig keyword arguments: train adapters, reference = adapters off
+                   heldout_pairs: int = 0, # pairs kept out of training (chosen by a hash of the prompt, whatever the seed), scored at every evaluation
+                   label_noise: float = 0.0, # share of training pairs whose chosen and rejected are swapped (a control: 0.5 makes labels uninformative)
                   ) -> dict:
     "Train `algo` on preference pairs sampled from the model on `task`; returns paths and the final evaluation."
     task, out_dir, t0 = get_task(task), Path(out_dir), time.time()
@@ -46,15 +57,23 @@ def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, r
                                 progress=not quiet)
     if not rows: raise ValueError(f"no preference pairs: on every prompt, fewer than 2 of the {k} samples finished or all "
                                   "scored the same" + (" (require_finished=False ranks unfinished samples too)" if require_finished else ""))
+    rows, held = split_heldout(rows, heldout_pairs)
+    if label_noise: rows = inject_noise(rows, label_noise, seed=seed)
     ds = preference_dataset(rows, tok, max_length=max_length, max_prompt_length=max_prompt_length)
     if algo.precompute_ref: ds = precompute_ref_logps(ds, base, tok.pad_token_id)
-    _say(f"[3/5] {len(ds)} pairs; training {type(algo).__name__} for {steps} steps -> {out_dir}", quiet)
+    held_ds = precompute_ref_logps(preference_dataset(held, tok, max_length=max_length, max_prompt_length=max_prompt_length),
+                                   base, tok.pad_token_id) if held else None
+    _say(f"[3/5] {len(ds)} pairs" + (f" ({len(held)} more held out)" if held else "") +
+         (f", {label_noise:.0%} of their labels swapped" if label_noise else "") +
+         f"; training {type(algo).__name__} for {steps} steps -> {out_dir}", quiet)
     cfg = TrainConfig(out_dir=str(out_dir), max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                       warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, eval_every=eval_every, seed=seed, progress=not quiet,
                       lora=lora)
-    info = dict(model=model or "smollm2", task=task.name, pairs=len(ds), k=k, base_model=model or "smollm2")
+    info = dict(model=model or "smollm2", task=task.name, pairs=len(ds), k=k, base_model=model or "smollm2",
+                heldout_pairs=len(held), label_noise=label_noise)
     evaluator = Evaluator(task, tok, ref=ref, prompts=eval_prompts, seed=seed)
-    trainer = Trainer(algo, policy, ref, ds, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=evaluator, run_info=info)
+    eval_fn = evaluator if held_ds is None else lambda m: {**evaluator(m), **heldout_pair_metrics(m, held_ds, tok.pad_token_id)}
+    trainer = Trainer(algo, policy, ref, ds, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=eval_fn, run_info=info)
     evaluator.ref = trainer.ref  # under LoRA, the reference the trainer made
     history = trainer.train(resume=resume, overwrite=overwrite)
     _say("[4/5] saving the policy", quiet)
@@ -63,4 +82,5 @@ def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, r
     evals = [r for r in history if r.get("split") == "eval"]
     _say(f"[5/5] done in {(time.time() - t0) / 60:.1f} min. Report: {report.resolve()}\n      policy: {policy_dir.resolve()}", quiet)
     return dict(out_dir=out_dir, policy_dir=policy_dir, report=report, first_eval=evals[0] if evals else None,
-                final_eval=evals[-1] if evals else None, history=history, seconds=time.time() - t0)
+                final_eval=evals[-1] if evals else None, history=history, seconds=time.time() - t0,
+                samples=evaluator.last_samples, ref_samples=evaluator.ref_samples)  # of the last evaluation, with rewards

@@ -19,6 +19,8 @@ def cli(*args, timeout=600, cwd=None):
                                   ["train", "--algo", "dpo", "--task", "sentiment", "--beta", "nan"],
                                   ["train", "--algo", "dpo", "--task", "sentiment", "--k", "1"],
                                   ["eval", "--policy", "x", "--task", "sentiment", "--samples", "0"],
+                                  ["train", "--algo", "dpo", "--task", "sentiment", "--label-noise", "1.5"],
+                                  ["eval", "--policy", "x", "--task", "sentiment", "--length-edges", "32,16"],
                                   ["eval", "--task", "sentiment"], ["eval", "--policy", "x", "--task", "poetry"], ["frobnicate"]])
 def test_wrong_arguments_print_usage_and_exit_2(args):
     r = cli(*args)
@@ -59,17 +61,21 @@ def test_bad_input_is_one_clear_line(args, msg, tmp_path):
 
 def test_train_eval_report_end_to_end(tmp_path):
     out = tmp_path / "run"
-    r = cli(*TRAIN, "--steps", "4", "--eval-every", "2", "--out", str(out))
+    r = cli(*TRAIN, "--steps", "4", "--eval-every", "2", "--out", str(out), "--heldout-pairs", "2", "--label-noise", "0.5")
     assert r.returncode == 0, r.stderr
+    assert "(2 more held out), 50% of their labels swapped" in r.stdout
     assert "Report:" in r.stdout and (out / "report.html").exists() and (out / "policy" / "model.safetensors").exists()
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["split"] == "eval"] == [0, 2, 4]
+    assert all(r["eval/pair_count"] == 2 for r in rows if r["split"] == "eval") and rows[0]["eval/pair_accuracy"] == 0.5
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "I saw it at a drive-in, and"}\n{"prompt": "The third act"}\n{"prompt": "Its director"}\n')
-    r = cli("eval", "--policy", str(out / "policy"), "--task", "sentiment", "--prompts", str(prompts))
+    r = cli("eval", "--policy", str(out / "policy"), "--task", "sentiment", "--prompts", str(prompts), "--by-length", "--length-edges", "4,8")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
+    assert [b["bucket"] for b in res["by_length"]] == ["0-3", "4-7", "8+"] and sum(b["n_policy"] for b in res["by_length"]) == 3
+    assert sum(b["n_ref"] for b in res["by_length"]) == 3 and "gain" in res["length_matched_gain"]
     assert res["count"] == 3 and res["ref"] == "tiny" and {"reward", "kl", "win_rate", "kl_k3"} <= res.keys()
     assert 0 <= res["win_rate"] <= 1 and res["kl_k3"] >= 0
     r = cli("report", str(out)); assert r.returncode == 0 and r.stdout.strip().endswith("report.html")
