@@ -40,8 +40,8 @@ def test_gradients_match_autograd_one_sequence_at_a_time(setup, select):
     params = entanglement_params(policy, **select)
     for i, e in enumerate(examples):  # padded batch of pairs of different lengths
         g_w, g_l, lw, ll = pair_gradients(policy, batch, params, i)
-        torch.testing.assert_close(g_w, autograd_reference(policy, e["prompt_ids"], e["chosen_ids"], params).float(), rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(g_l, autograd_reference(policy, e["prompt_ids"], e["rejected_ids"], params).float(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(g_w, autograd_reference(policy, e["prompt_ids"], e["chosen_ids"], params).float(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(g_l, autograd_reference(policy, e["prompt_ids"], e["rejected_ids"], params).float(), rtol=1e-4, atol=1e-5)
     stats = gradient_stats(policy, batch, params)
     g = [pair_gradients(policy, batch, params, i)[:2] for i in range(len(examples))]
     torch.testing.assert_close(stats["inner"], torch.stack([(a.double() @ b.double()).float() for a, b in g]), rtol=1e-5, atol=1e-6)
@@ -110,7 +110,7 @@ def test_lora_subset_and_its_gradients(setup):
     params = entanglement_params(model, lora=True)
     assert len(params) == 8 and all("lora_" in n for n in params)
     g_w, *_ = pair_gradients(model, batch, params, 2)
-    torch.testing.assert_close(g_w, autograd_reference(model, examples[2]["prompt_ids"], examples[2]["chosen_ids"], params).float(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g_w, autograd_reference(model, examples[2]["prompt_ids"], examples[2]["chosen_ids"], params).float(), rtol=1e-4, atol=1e-5)
 
 
 def test_logged_along_a_dpo_run(tiny):
