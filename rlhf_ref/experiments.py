@@ -106,7 +106,8 @@ def compare(a: list[dict], b: list[dict], metric: str, # runs of each arm (from 
     sign = 1 if higher_is_better else -1
     d = summarize([sa[s] - sb[s] for s in seeds], confidence)
     lo, hi = sorted((sign * d.low, sign * d.high))  # the interval, oriented so that the claim is "> 0"
-    if lo > min_effect: verdict = "shown"
+    if d.n < 2: verdict = "could not tell"  # one seed: no interval, no verdict
+    elif lo > min_effect: verdict = "shown"
     elif hi < 0 or (min_effect > 0 and -min_effect < lo and hi < min_effect): verdict = "not shown"
     else: verdict = "could not tell"
     wins = sum(sign * (sa[s] - sb[s]) > 0 for s in seeds)

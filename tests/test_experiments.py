@@ -38,3 +38,10 @@ def test_run_seeds_is_deterministic_and_records_seeds():
     a = run_seeds(lambda s: {"x": random.random()}, seeds=[3, 4], progress=False)
     b = run_seeds(lambda s: {"x": random.random()}, seeds=[3, 4], progress=False)
     assert a == b and [r["seed"] for r in a] == [3, 4] and a[0]["x"] != a[1]["x"]
+
+
+def test_one_seed_gives_no_verdict():
+    "One seed has no interval: however large the difference, the verdict is 'could not tell'."
+    from rlhf_ref.experiments import compare
+    c = compare([{"seed": 0, "x": 0.9}], [{"seed": 0, "x": 0.1}], "x")
+    assert c.verdict == "could not tell" and c.wins == 1

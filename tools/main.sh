@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-exec .venv/bin/rlhf-ref train --algo dpo --task sentiment --heldout-pairs 40 --out runs/dpo-sentiment --overwrite "$@"
+exec .venv/bin/rlhf-ref train --algo dpo --task sentiment --heldout-pairs 40 --steps 40 --out runs/dpo-sentiment --overwrite "$@"
