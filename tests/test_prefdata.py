@@ -12,6 +12,7 @@ from rlhf_ref.prefdata import (Rows, bt_labels, chain_preferences, inject_noise,
                                pair_indices, sample_tree, save_rows, scored_samples, tree_preferences, with_annotators)
 
 SHIPPED = "sentiment-b8a6f23e6c98"
+SHIPPED_SCORED = "sentiment-70b80a14491c"
 MODELS = cache_dir("models")  # the real cache's models, before any test points the cache elsewhere
 
 
@@ -408,3 +409,18 @@ def test_shuffled_needs_two_prompts(tiny):
         pd.scored_responses(policy, tok, hashed_task(["p"]), k=4, shuffled=0.3, progress=False)
     rows = pd.scored_responses(policy, tok, hashed_task(["p"]), k=4, shuffled=0.0, repetition=0.3, progress=False)
     assert Counter(r["source"] for r in rows) == {"sample": 4, "repetition": 2}  # round(0.3 * 4 / 0.7)
+
+
+def test_shipped_scored_set_is_found_without_sampling(monkeypatch):
+    from rlhf_ref.models import embedded_model_dir, load_policy
+    rows = load_rows(data_dir() / "scored" / f"{SHIPPED_SCORED}.jsonl")
+    core = {k: v for k, v in rows.meta.items() if k not in ("rows", "sources", "made_by")}
+    assert pd._provenance_key(core) == SHIPPED_SCORED.split("-")[1] and rows.meta["rows"] == len(rows) == 320
+    assert rows.meta["sources"] == dict(Counter(r["source"] for r in rows)) == {"sample": 256, "shuffled": 32, "repetition": 32}
+    if (embedded_model_dir() / "RANDOM_WEIGHTS").exists(): pytest.skip("the embedded model is a random-weight stand-in")
+    policy, tok = load_policy(device="cpu")
+    def no_sampling(*a, **kw): raise AssertionError("the default call sampled")
+    monkeypatch.setattr(pd, "generate", no_sampling)
+    assert list(pd.scored_responses(policy, tok, sentiment_task(), n_prompts=64, progress=False)) == list(rows)
+    assert list(scored_samples(policy, tok, sentiment_task(), n_prompts=64, progress=False)) == \
+        [{k: v for k, v in r.items() if k != "source"} for r in rows if r["source"] == "sample"]
