@@ -120,8 +120,8 @@ def demonstrations(base, tokenizer, task: Task, *, responses: str = "auto", # "r
     prompts = task.train_prompts[:n_prompts]
     as_response = lambda p, text: [{"role": "assistant", "content": text}] if isinstance(p, list) else text
     if responses == "references":
-        if not task.train_responses: raise ValueError(f"task {task.name!r} has no written responses (responses='best' "
-                                                      "uses the best of k reference samples)")
+        if not task.train_responses: raise ValueError(f"task {task.name!r} has no written responses: use the best of k "
+                                                      "reference samples instead (responses='best', --responses best)")
         return [dict(prompt=p, response=as_response(p, r)) for p, r in zip(prompts, task.train_responses)], "references"
     rows = []
     for _, group in groupby(scored_samples(base, tokenizer, task, k=k, n_prompts=n_prompts, seed=seed, progress=progress),
