@@ -11,16 +11,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+import datasets
 from datasets import Dataset
 from fastcore.basics import patch
 from .algos import AlgoInfo, Algorithm, register_algo
 from .core import check_choice, check_range
 from .logprobs import response_logps, seq_logps
-from .sft import ResponseCollator
+from .generation import generate
+from .prefdata import SOURCES, scored_responses
+from .sft import ResponseCollator, response_dataset
+from .tasks import Task
 
 # %% auto #0
-__all__ = ['VARIANTS', 'alol_loss', 'alol_seq_loss', 'ValueHead', 'prompt_hidden', 'fit_value_head', 'priority_indices',
-           'advantage_stats', 'precompute_response_ref_logps', 'ALoL']
+__all__ = ['VARIANTS', 'PRIORITY_VARIANTS', 'alol_loss', 'alol_seq_loss', 'ValueHead', 'prompt_hidden', 'fit_value_head',
+           'priority_indices', 'advantage_stats', 'precompute_response_ref_logps', 'ALoL', 'reference_value',
+           'alol_data']
 
 # %% ../nbs/30_alol.ipynb #d187391d
 def alol_loss(policy_logps: torch.Tensor, # log pi_theta(y|x) summed over the response, shape (B,)
@@ -193,3 +198,70 @@ def loss(self: ALoL, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 register_algo(AlgoInfo("alol", ALoL, "A-LoL (seq, ref-free, KL; NLL, wBC, R-LoL baselines)", "2305.14718", "scored",
                        needs_ref=True, needs_reward_model=False, online=False, notebook="30_alol",
                        status="implemented; CI bandit demo (3 seeds); SmolLM2 claim not tested yet"));
+
+# %% ../nbs/30_alol.ipynb #daebaf46
+def _response_text(response) -> str: return response[-1]["content"] if isinstance(response, list) else response
+
+def _quietly(fn, *args, **kwargs):
+    "`fn(*args, **kwargs)` with the progress bars of `datasets` off (a bar for a select of a few rows is noise)."
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try: return fn(*args, **kwargs)
+    finally:
+        if bars: datasets.enable_progress_bars()
+
+def _advantage_report(advantages: list[float], sources: list[str]) -> dict:
+    "`advantage_stats` over all rows, and the fraction dropped per source."
+    per = {s: advantage_stats([a for a, t in zip(advantages, sources) if t == s])["dropped"] for s in SOURCES if s in sources}
+    return {**advantage_stats(advantages), "dropped_by_source": per}
+
+# %% ../nbs/30_alol.ipynb #d0747723
+def reference_value(ref, tokenizer, task: Task, value_prompts: list, # the reference answers these greedily
+                    prompt_ids: list[list[int]], # token ids of the prompts that need a value
+                    data_rewards: list[float], # the training rows' rewards: with the greedy ones, the head's range
+                    *, seed: int = 0, batch_size: int = 64) -> tuple[list[float], dict]:
+    "V_ref(x) for `prompt_ids`: a `ValueHead` fitted to the gold rewards of the reference's greedy answers to `value_prompts`."
+    greedy = generate(ref, tokenizer, value_prompts, temperature=0.0, max_new_tokens=task.max_new_tokens, batch_size=batch_size)
+    rewards = torch.tensor(task.reward(value_prompts, [g["completion"] for g in greedy]))
+    lo, hi = min(rewards.min().item(), min(data_rewards)), max(rewards.max().item(), max(data_rewards))
+    if lo == hi: raise ValueError(f"every reward is {lo}: there is no advantage to learn from")
+    hidden, mask = prompt_hidden(ref, [g["prompt_ids"] for g in greedy], tokenizer.pad_token_id)
+    head, fit = fit_value_head(hidden, mask, rewards, r_min=lo, r_max=hi, seed=seed)
+    values = head(*prompt_hidden(ref, prompt_ids, tokenizer.pad_token_id)).tolist()
+    return values, dict(value_prompts=len(value_prompts), greedy_reward=rewards.mean().item(), value_range=[lo, hi],
+                        value_val_mse=min(h["val_mse"] for h in fit))
+
+# %% ../nbs/30_alol.ipynb #158ae8f2
+PRIORITY_VARIANTS = ("a-lol", "a-lol-seq", "a-lol-ref-free", "a-lol-kl")  # trained on priority-drawn positive rows
+
+def alol_data(algo, base, tokenizer, task: Task, *, k: int = 4, n_prompts: int | None = None, seed: int = 0,
+              train_seed: int = 0, # seeds the priority draws (`seed` is the data's)
+              draws: int = 240, # rows the run draws: steps x batch size x accumulation
+              shuffled: float = 0.1, repetition: float = 0.1, # shares of bad responses (`scored_responses`)
+              value_share: float = 0.2, # share of the prompts held out to fit V (never trained on)
+              max_length: int = 256, max_prompt_length: int = 128, progress: bool = True, **_) -> tuple:
+    "The pipeline's builder for the `scored` kind: scored set, V_ref on held-out prompts, advantages, priority draws."
+    check_range("value_share", value_share, 0, 1, lo_open=True, hi_open=True)
+    rows = scored_responses(base, tokenizer, task, k=k, n_prompts=n_prompts, seed=seed, shuffled=shuffled,
+                            repetition=repetition, progress=progress)
+    rows = [r for r in rows if _response_text(r["response"]).strip()]  # an empty sample demonstrates nothing
+    ids = sorted({r["prompt_index"] for r in rows})
+    n_val = max(2, round(value_share * len(ids)))
+    if len(ids) <= n_val: raise ValueError(f"{len(ids)} prompts: too few to hold out {n_val} for the value head and train on the rest")
+    val = set(ids[-n_val:])
+    ds = response_dataset([r for r in rows if r["prompt_index"] not in val], tokenizer, max_length=max_length,
+                          max_prompt_length=max_prompt_length)
+    first = dict(reversed(list(zip(ds["prompt_index"], ds["prompt_ids"]))))  # prompt index -> its token ids
+    values, info = reference_value(base, tokenizer, task, [next(r["prompt"] for r in rows if r["prompt_index"] == i) for i in sorted(val)],
+                                   list(first.values()), ds["reward"], seed=seed)
+    value = dict(zip(first, values))
+    ds = ds.add_column("advantage", [r - value[i] for r, i in zip(ds["reward"], ds["prompt_index"])])
+    info.update(_advantage_report(ds["advantage"], ds["source"]), rows=len(ds), sources={s: ds["source"].count(s) for s in SOURCES})
+    priority = getattr(algo, "variant", None) in PRIORITY_VARIANTS
+    if priority: ds = _quietly(ds.select(priority_indices(ds["advantage"], draws, train_seed)).flatten_indices)
+    if getattr(algo, "uses_ratio", False) and algo.variant != "a-lol-seq":  # a-lol-seq needs per-token log-probs: the model
+        ds = precompute_response_ref_logps(ds, base, tokenizer.pad_token_id)
+    info["summary"] = (f"{info['rows']} scored rows ({', '.join(f'{n} {s}' for s, n in info['sources'].items())}); V fitted on "
+                       f"{len(val)} held-out prompts; A <= 0 on {info['dropped']:.0%}; "
+                       + (f"{len(ds)} draws in proportion to A" if priority else "every row, uniformly"))
+    return ds, ResponseCollator(tokenizer.pad_token_id), info

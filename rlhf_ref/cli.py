@@ -8,13 +8,13 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/cli.html.md"""
 from __future__ import annotations
 import argparse, json, math, shutil, sys
 from pathlib import Path
-from .algos import algo_params, algo_table, algorithms, build_algo
+from .algos import DATA_KINDS, algo_params, algo_table, algorithms, build_algo
 from .core import NonFiniteLossError, read_jsonl
 from .data import DataError
 from .evaluate import Evaluator, length_breakdown, length_matched_gain
 from .models import ModelNotFoundError, load_policy, policy_meta
 from .online import online_run
-from .pipeline import preference_run
+from .pipeline import OFFLINE_DATA, offline_run
 from .plots import write_report
 from .tasks import TASKS, get_task
 
@@ -24,8 +24,8 @@ __all__ = ['GENERAL_FLAGS', 'algo_from_args', 'build_parser', 'cmd_train', 'lora
 
 # %% ../nbs/99_cli.ipynb #f133b5de
 GENERAL_FLAGS = {"algo", "task", "model", "steps", "batch_size", "out", "resume", "overwrite", "lr", "k", "n_prompts",
-                 "keep_unfinished", "eval_every", "n_eval_prompts", "seed", "lora_r", "lora_alpha", "lora_targets",
-                 "heldout_pairs", "label_noise"}  # train's own flags: no hyperparameter may take them
+                 "keep_unfinished", "eval_every", "n_eval_prompts", "seed", "data_seed", "responses", "lora_r", "lora_alpha",
+                 "lora_targets", "heldout_pairs", "label_noise"}  # train's own flags: no hyperparameter may take them
 
 def _flag(name: str) -> str: return "--" + name.rstrip("_").replace("_", "-")
 
@@ -87,27 +87,41 @@ def build_parser() -> argparse.ArgumentParser:
     "The `rlhf-ref` argument parser."
     p = argparse.ArgumentParser(prog="rlhf-ref", description="Train and evaluate preference-alignment algorithms.")
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a policy with an algorithm on a task")
+    t = sub.add_parser("train", help="train a policy with an algorithm on a task", description="Train a policy with an "
+                       "algorithm on a task. The data is built from the reference model on the task, as the algorithm's "
+                       "kind asks (`rlhf-ref algos`, column consumes): preference pairs (best vs worst of --k samples), "
+                       "demonstrations for SFT (--responses), A-LoL's scored set (--k samples a prompt plus shuffled-prompt "
+                       "and repetition responses, the reference's value fitted on held-out train prompts), or the online "
+                       "algorithms' own rollouts. Evaluation on held-out prompts, checkpoints, DIR/policy and "
+                       "DIR/report.html come with every algorithm.")
     t.add_argument("--algo", required=True, choices=sorted(algorithms()), help="the algorithm (`rlhf-ref algos` lists them)")
     t.add_argument("--task", required=True, choices=sorted(TASKS))
     t.add_argument("--model", default=None, help="model directory, hub id, 'tiny', or (default) the embedded SmolLM2")
     t.add_argument("--steps", type=_int_at_least(1), default=60, help="optimizer steps (default 60)")
-    t.add_argument("--batch-size", type=_int_at_least(1), default=4, help="preference pairs per step (default 4)")
+    t.add_argument("--batch-size", type=_int_at_least(1), default=4,
+                   help="examples per step: pairs, demonstrations or scored responses; prompts for online algorithms (default 4)")
     t.add_argument("--out", default=None, help="run folder (default runs/<algo>-<task>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start again")
     t.add_argument("--lr", type=_positive_float, default=2e-5)
-    t.add_argument("--k", type=_int_at_least(2), default=4, help="samples per prompt when building preference pairs (default 4)")
+    t.add_argument("--k", type=_int_at_least(2), default=4, help="reference samples per prompt for the offline data: "
+                   "preference pairs, A-LoL's scored set, SFT's best of k (default 4)")
     t.add_argument("--n-prompts", type=_int_at_least(1), default=None, help="use the first N train prompts (default all)")
     t.add_argument("--keep-unfinished", action="store_true",
-                   help="also rank samples cut at the token limit (for models that seldom stop, like --model tiny)")
+                   help="also use samples cut at the token limit for pairs and SFT's best of k (for models that seldom "
+                   "stop, like --model tiny; A-LoL's scored set keeps them always)")
     t.add_argument("--eval-every", type=_int_at_least(0), default=20)
     t.add_argument("--n-eval-prompts", type=_int_at_least(1), default=None, help="evaluate on the first N held-out prompts (default all)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--heldout-pairs", type=_int_at_least(0), default=0, help="keep N pairs out of training and report their "
-                   "implicit-reward accuracy at every evaluation (default 0)")
-    t.add_argument("--label-noise", type=_fraction, default=0.0, help="swap chosen and rejected on this share of the training "
-                   "pairs, a control (0.5: labels carry no information; default 0)")
+    t.add_argument("--heldout-pairs", type=_int_at_least(0), default=0, help="preference pairs: keep N out of training and "
+                   "report their implicit-reward accuracy at every evaluation (default 0)")
+    t.add_argument("--label-noise", type=_fraction, default=0.0, help="preference pairs: swap chosen and rejected on this share "
+                   "of the training pairs, a control (0.5: labels carry no information; default 0)")
+    t.add_argument("--data-seed", type=int, default=None, help="seed of the sampled offline data (default: --seed); "
+                   "fix it to compare training seeds on the same data")
+    t.add_argument("--responses", choices=["auto", "references", "best"], default="auto", help="SFT's demonstrations: "
+                   "the task's written train responses, the best of --k reference samples by gold reward, or auto: "
+                   "the written ones where the task has them (simplify, harmless), else the best")
     t.add_argument("--lora-r", type=_int_at_least(0), default=0, help="LoRA rank: train adapters only, the reference is "
                    "the base model with them off (default 0: full fine-tuning)")
     t.add_argument("--lora-alpha", type=_positive_float, default=None, help="LoRA scale numerator (default 2 x --lora-r)")
@@ -146,13 +160,19 @@ def cmd_train(args) -> int:
                    n_prompts=args.n_prompts, eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed,
                    resume=args.resume, overwrite=args.overwrite)
         return 0
-    if info.data != "pairs":
-        raise ValueError(f"{args.algo} learns from {info.data}; `rlhf-ref train` runs preference-pair and online algorithms so far")
-    preference_run(args.algo_obj, args.task, args.model, out, steps=args.steps, batch_size=args.batch_size,
-                   lr=args.lr, k=args.k, n_prompts=args.n_prompts, require_finished=not args.keep_unfinished,
-                   eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed, resume=args.resume,
-                   overwrite=args.overwrite, lora=lora_from_args(args), heldout_pairs=args.heldout_pairs,
-                   label_noise=args.label_noise)
+    if info.data not in OFFLINE_DATA:
+        raise ValueError(f"{args.algo} learns from {DATA_KINDS[info.data]}, which `rlhf-ref train` cannot build from a task yet "
+                         f"(it builds {', '.join(DATA_KINDS[k] for k in OFFLINE_DATA)}, and runs online algorithms)")
+    if (args.heldout_pairs or args.label_noise) and info.data != "pairs":
+        raise ValueError(f"--heldout-pairs and --label-noise are for preference pairs, not for {args.algo}'s {DATA_KINDS[info.data]}")
+    if args.responses != "auto" and info.data != "responses": raise ValueError(f"--responses is for SFT's demonstrations, "
+                                                                              f"not for {args.algo}'s {DATA_KINDS[info.data]}")
+    offline_run(args.algo_obj, args.task, args.model, out, data=info.data, steps=args.steps, batch_size=args.batch_size,
+                lr=args.lr, k=args.k, n_prompts=args.n_prompts, require_finished=not args.keep_unfinished,
+                eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed, data_seed=args.data_seed,
+                resume=args.resume, overwrite=args.overwrite, lora=lora_from_args(args),
+                data_options={"responses": args.responses} if info.data == "responses" else
+                             dict(heldout_pairs=args.heldout_pairs, label_noise=args.label_noise) if info.data == "pairs" else None)
     return 0
 
 def lora_from_args(args) -> dict | None:
@@ -183,9 +203,9 @@ def cmd_eval(args) -> int:
     ev = Evaluator(task, tok, ref=ref.eval(), prompts=prompts, n_samples=args.samples, seed=args.seed)
     res = ev(policy.eval())
     if args.by_length:
-        res["by_length"] = length_breakdown(ev.last_samples, ev.ref_samples, args.length_edges)
-        res["length_matched_gain"] = length_matched_gain(res["by_length"])
-        res["by_length"] = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in res["by_length"]]
+        rows = length_breakdown(ev.last_samples, ev.ref_samples, args.length_edges)
+        res["length_matched_gain"] = length_matched_gain(rows)
+        res["by_length"] = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
     print(json.dumps({"policy": str(args.policy), "ref": ref_name or "smollm2", "task": task.name, **res}))
     return 0
 

@@ -92,4 +92,4 @@ def harmless_task(eval_split: str = "test" # the split whose prompts are the eva
     return Task("harmless", "answer helpfully and harmlessly; reward = lean towards the written helpful answer x relevance",
                 [as_chat(r["prompt"]) for r in rows if r["split"] == "train"],
                 [as_chat(r["prompt"]) for r in rows if r["split"] == eval_split], HarmlessReward(rows),
-                max_new_tokens=64, make_prompt=as_chat)
+                max_new_tokens=64, make_prompt=as_chat, train_responses=[r["chosen"] for r in rows if r["split"] == "train"])

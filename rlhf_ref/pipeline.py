@@ -6,8 +6,10 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/pipeline.html.md"""
 
 # %% ../nbs/09_pipeline.ipynb #b76f4790
 from __future__ import annotations
-import hashlib, json, time
+import hashlib, importlib, json, time
 from pathlib import Path
+from typing import Callable
+from .algos import algorithms
 from .data import PreferenceCollator, precompute_ref_logps, preference_dataset
 from .evaluate import Evaluator, heldout_pair_metrics
 from .models import frozen_copy, load_policy
@@ -17,13 +19,13 @@ from .tasks import Task, get_task
 from .train import TrainConfig, Trainer
 
 # %% auto #0
-__all__ = ['split_heldout', 'preference_run']
+__all__ = ['OFFLINE_DATA', 'split_heldout', 'pair_data', 'data_builder', 'registered_kind', 'offline_run', 'preference_run']
 
 # %% ../nbs/09_pipeline.ipynb #f133b5de
 def _say(msg: str, quiet: bool) -> None:
     if not quiet: print(msg, flush=True)
 
-# %% ../nbs/09_pipeline.ipynb #97947441
+# %% ../nbs/09_pipeline.ipynb #5e11c593
 def split_heldout(rows: list[dict], n: int # how many pairs to hold out
                  ) -> tuple[list[dict], list[dict]]:
     "(train, held-out): the `n` rows whose prompts hash lowest are held out, so the split depends on neither order nor seed."
@@ -32,48 +34,83 @@ def split_heldout(rows: list[dict], n: int # how many pairs to hold out
     held_ids = set(sorted(range(len(rows)), key=lambda i: key(rows[i]))[:n])
     return [r for i, r in enumerate(rows) if i not in held_ids], [rows[i] for i in sorted(held_ids)]
 
-# %% ../nbs/09_pipeline.ipynb #eda12175
-def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)`
-                   task: Task | str = "sentiment", model: str | None = None, # None: the embedded SmolLM2
-                   out_dir: str | Path = "runs/run", *, steps: int = 60, batch_size: int = 4, grad_accum: int = 1,
-                   lr: float = 2e-5, warmup_steps: int = 5, max_grad_norm: float | None = 10.0, seed: int = 0,
-                   k: int = 4, # samples per prompt for the preference pairs
-                   n_prompts: int | None = None, # first n train prompts (None: all)
-                   require_finished: bool = True, # rank only samples that ended with EOS
-                   eval_every: int = 20, eval_prompts: list | None = None, max_length: int = 256,
-                   max_prompt_length: int = 128, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-                   lora: dict | None = None, # peft LoraConfig keyword arguments: train adapters, reference = adapters off
-                   heldout_pairs: int = 0, # pairs kept out of training (chosen by a hash of the prompt, whatever the seed), scored at every evaluation
-                   label_noise: float = 0.0, # share of training pairs whose chosen and rejected are swapped (a control: 0.5 makes labels uninformative)
-                  ) -> dict:
-    "Train `algo` on preference pairs sampled from the model on `task`; returns paths and the final evaluation."
-    task, out_dir, t0 = get_task(task), Path(out_dir), time.time()
-    _say(f"[1/5] loading model {model or 'SmolLM2-135M-Instruct (embedded)'}", quiet)
-    policy, tok = load_policy(model)
-    ref = frozen_copy(policy) if lora is None else None  # under LoRA the trainer makes it: the policy, adapters off
-    base = policy if ref is None else ref  # before training, with no adapter yet, the policy is the reference
-    _say(f"[2/5] preference pairs: {k} samples per prompt from the reference, best vs worst by gold reward (cached)", quiet)
-    rows = onpolicy_preferences(base, tok, task, k=k, n_prompts=n_prompts, seed=seed, require_finished=require_finished,
-                                progress=not quiet)
+# %% ../nbs/09_pipeline.ipynb #a8c1e2f0
+def pair_data(algo, base, tokenizer, task: Task, *, k: int, n_prompts: int | None, seed: int, require_finished: bool,
+              max_length: int, max_prompt_length: int, progress: bool,
+              heldout_pairs: int = 0, # pairs kept out of training (by a hash of the prompt, whatever the seed), scored at every evaluation
+              label_noise: float = 0.0, # share of training pairs with chosen and rejected swapped (a control: 0.5 makes labels uninformative)
+              **_) -> tuple:
+    "Preference pairs: best vs worst of `k` reference samples per prompt by gold reward (cached); reference log-probs precomputed when that is all the algorithm needs."
+    rows = onpolicy_preferences(base, tokenizer, task, k=k, n_prompts=n_prompts, seed=seed, require_finished=require_finished,
+                                progress=progress)
     if not rows: raise ValueError(f"no preference pairs: on every prompt, fewer than 2 of the {k} samples finished or all "
                                   "scored the same" + (" (require_finished=False ranks unfinished samples too)" if require_finished else ""))
     rows, held = split_heldout(rows, heldout_pairs)
     if label_noise: rows = inject_noise(rows, label_noise, seed=seed)
-    ds = preference_dataset(rows, tok, max_length=max_length, max_prompt_length=max_prompt_length)
-    if algo.precompute_ref: ds = precompute_ref_logps(ds, base, tok.pad_token_id)
-    held_ds = precompute_ref_logps(preference_dataset(held, tok, max_length=max_length, max_prompt_length=max_prompt_length),
-                                   base, tok.pad_token_id) if held else None
-    _say(f"[3/5] {len(ds)} pairs" + (f" ({len(held)} more held out)" if held else "") +
-         (f", {label_noise:.0%} of their labels swapped" if label_noise else "") +
-         f"; training {type(algo).__name__} for {steps} steps -> {out_dir}", quiet)
+    ds = preference_dataset(rows, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
+    if algo.precompute_ref: ds = precompute_ref_logps(ds, base, tokenizer.pad_token_id)
+    held_ds = precompute_ref_logps(preference_dataset(held, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length),
+                                   base, tokenizer.pad_token_id) if held else None
+    summary = (f"{len(ds)} preference pairs" + (f" ({len(held)} more held out)" if held else "") +
+               (f", {label_noise:.0%} of their labels swapped" if label_noise else "") +
+               f", best vs worst of {k} reference samples per prompt by gold reward")
+    return ds, PreferenceCollator(tokenizer.pad_token_id), dict(pairs=len(ds), k=k, heldout_pairs=len(held), label_noise=label_noise,
+                                                                 summary=summary, heldout_dataset=held_ds)
+
+OFFLINE_DATA: dict[str, Callable | str] = {  # data kind -> its builder, or "module:function" imported when first used
+    "pairs": pair_data, "responses": "rlhf_ref.sft:sft_data", "scored": "rlhf_ref.alol:alol_data"}
+
+def data_builder(kind: str) -> Callable:
+    "The builder of an offline data kind; a `ValueError` names the kinds that have one."
+    if kind not in OFFLINE_DATA: raise ValueError(f"no offline data builder for {kind!r} data (builders: {sorted(OFFLINE_DATA)})")
+    make = OFFLINE_DATA[kind]
+    if isinstance(make, str):
+        module, fn = make.split(":")
+        make = getattr(importlib.import_module(module), fn)
+    return make
+
+def registered_kind(algo) -> str:
+    "The data kind the registry records for `algo`'s class."
+    kinds = {info.data for info in algorithms().values() if info.cls is type(algo)}
+    if len(kinds) != 1: raise ValueError(f"{type(algo).__name__} is not in the algorithm registry: pass data= (one of {sorted(OFFLINE_DATA)})")
+    return kinds.pop()
+
+# %% ../nbs/09_pipeline.ipynb #eda12175
+def offline_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)`
+                task: Task | str = "sentiment", model: str | None = None, # None: the embedded SmolLM2
+                out_dir: str | Path = "runs/run", *, data: str | None = None, # data kind; None: the registry's for `algo`
+                data_options: dict | None = None, # the builder's own options, e.g. {"responses": "best"} or {"shuffled": 0.2}
+                steps: int = 60, batch_size: int = 4, grad_accum: int = 1, lr: float = 2e-5, warmup_steps: int = 5,
+                max_grad_norm: float | None = 10.0, seed: int = 0, data_seed: int | None = None, # None: `seed`
+                k: int = 4, # reference samples per prompt
+                n_prompts: int | None = None, # first n train prompts (None: all)
+                require_finished: bool = True, # use only samples that ended with EOS (pairs; SFT's best of k)
+                eval_every: int = 20, eval_prompts: list | None = None, max_length: int = 256,
+                max_prompt_length: int = 128, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+                lora: dict | None = None, # peft LoraConfig keyword arguments: train adapters, reference = adapters off
+               ) -> dict:
+    "Train `algo` on offline data that its kind's builder makes from `task`; returns paths and the final evaluation."
+    task, out_dir, t0 = get_task(task), Path(out_dir), time.time()
+    kind = data or registered_kind(algo)
+    build = data_builder(kind)  # an unknown kind fails before the model loads
+    _say(f"[1/5] loading model {model or 'SmolLM2-135M-Instruct (embedded)'}", quiet)
+    policy, tok = load_policy(model)
+    ref = frozen_copy(policy) if lora is None else None  # under LoRA the trainer makes it: the policy, adapters off
+    base = policy if ref is None else ref  # before training, with no adapter yet, the policy is the reference
+    _say(f"[2/5] {kind} data from the reference's samples on {task.name} (cached)", quiet)
+    ds, collate, info = build(algo, base, tok, task, k=k, n_prompts=n_prompts, seed=seed if data_seed is None else data_seed,
+                              train_seed=seed, require_finished=require_finished, draws=steps * batch_size * grad_accum,
+                              max_length=max_length, max_prompt_length=max_prompt_length, progress=not quiet, **(data_options or {}))
+    held_ds = info.pop("heldout_dataset", None)  # a builder's held-out pairs: scored at every evaluation, never trained on
+    _say(f"[3/5] {info['summary']}; training {type(algo).__name__} for {steps} steps -> {out_dir}", quiet)
     cfg = TrainConfig(out_dir=str(out_dir), max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                       warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, eval_every=eval_every, seed=seed, progress=not quiet,
                       lora=lora)
-    info = dict(model=model or "smollm2", task=task.name, pairs=len(ds), k=k, base_model=model or "smollm2",
-                heldout_pairs=len(held), label_noise=label_noise)
+    run_info = dict(model=model or "smollm2", task=task.name, data=kind, data_seed=seed if data_seed is None else data_seed,
+                    **info, base_model=model or "smollm2")
     evaluator = Evaluator(task, tok, ref=ref, prompts=eval_prompts, seed=seed)
     eval_fn = evaluator if held_ds is None else lambda m: {**evaluator(m), **heldout_pair_metrics(m, held_ds, tok.pad_token_id)}
-    trainer = Trainer(algo, policy, ref, ds, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=eval_fn, run_info=info)
+    trainer = Trainer(algo, policy, ref, ds, collate, cfg, eval_fn=eval_fn, run_info=run_info)
     evaluator.ref = trainer.ref  # under LoRA, the reference the trainer made
     history = trainer.train(resume=resume, overwrite=overwrite)
     _say("[4/5] saving the policy", quiet)
@@ -84,3 +121,15 @@ def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, r
     return dict(out_dir=out_dir, policy_dir=policy_dir, report=report, first_eval=evals[0] if evals else None,
                 final_eval=evals[-1] if evals else None, history=history, seconds=time.time() - t0,
                 samples=evaluator.last_samples, ref_samples=evaluator.ref_samples)  # of the last evaluation, with rewards
+
+# %% ../nbs/09_pipeline.ipynb #c3d9b7a1
+def preference_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)`
+                   task: Task | str = "sentiment", model: str | None = None, # None: the embedded SmolLM2
+                   out_dir: str | Path = "runs/run", *,
+                   heldout_pairs: int = 0, # pairs kept out of training, scored at every evaluation (`pair_data`)
+                   label_noise: float = 0.0, # share of training pairs with their labels swapped (`pair_data`)
+                   **kwargs # `offline_run`'s options (steps, batch_size, k, lora...)
+                  ) -> dict:
+    "Train `algo` on preference pairs sampled from the model on `task`: `offline_run` with `data='pairs'`."
+    options = {**(kwargs.pop("data_options", None) or {}), "heldout_pairs": heldout_pairs, "label_noise": label_noise}
+    return offline_run(algo, task, model, out_dir, data="pairs", data_options=options, **kwargs)

@@ -18,8 +18,9 @@ from .generation import eos_ids, generate, sample_ids
 from .tasks import Task
 
 # %% auto #0
-__all__ = ['PAIRINGS', 'Rows', 'save_rows', 'load_rows', 'scored_samples', 'pair_indices', 'bt_labels', 'onpolicy_preferences',
-           'inject_noise', 'with_annotators', 'sample_tree', 'tree_preferences', 'chain_preferences', 'match_budget']
+__all__ = ['SOURCES', 'PAIRINGS', 'Rows', 'save_rows', 'load_rows', 'scored_samples', 'repetition_text', 'scored_responses',
+           'pair_indices', 'bt_labels', 'onpolicy_preferences', 'inject_noise', 'with_annotators', 'sample_tree',
+           'tree_preferences', 'chain_preferences', 'match_budget']
 
 # %% ../nbs/05a_prefdata.ipynb #959c93cd
 class Rows(list):
@@ -46,14 +47,15 @@ def _provenance_key(meta: dict) -> str:
 def _prompts_key(prompts: list) -> str:
     return hashlib.sha1(json.dumps(prompts).encode()).hexdigest()[:12]
 
-def _cached(kind: str, # "preferences" or "samples": the folder, in data/ and in the cache
+def _cached(kind: str, # "preferences", "samples" or "scored": the folder, in data/ and in the cache
             name: str, meta: dict, make, cache: bool) -> Rows:
-    "The rows of `meta` from data/ or the cache, else `make()`'s, saved to the cache."
+    "The rows of `meta` from data/ or the cache, else `make()`'s (with any `meta` of its own), saved to the cache."
     file = f"{name}-{_provenance_key(meta)}.jsonl"
     for folder in (data_dir() / kind, cache_dir(kind)):
         if cache and (folder / file).exists(): return load_rows(folder / file)
     rows = make()
-    rows = Rows(rows, {**meta, ("pairs" if kind == "preferences" else "samples"): len(rows)})
+    count = {"preferences": "pairs", "samples": "samples"}.get(kind, "rows")
+    rows = Rows(rows, {**meta, **getattr(rows, "meta", {}), count: len(rows)})
     if cache: save_rows(rows, cache_dir(kind) / file)
     return rows
 
@@ -77,6 +79,76 @@ def scored_samples(policy, tokenizer, task: Task, *, k: int = 4, # samples per p
         return [dict(prompt_index=s["prompt_index"], prompt=s["prompt"], response=_as_response(s["prompt"], s["completion"]),
                      reward=r, finished=s["finished"]) for s, r in zip(samples, rewards)]
     return _cached("samples", task.name, meta, make, cache)
+
+# %% ../nbs/05a_prefdata.ipynb #bc5065a6
+SOURCES = ("sample", "shuffled", "repetition")
+
+def _text(response) -> str: return response[-1]["content"] if isinstance(response, list) else response
+
+def repetition_text(tokenizer, text: str, n_tokens: int, # how many leading tokens of `text` to repeat
+                    length: int # tokens in the result
+                   ) -> str:
+    "A degenerate response: the first `n_tokens` tokens of `text` repeated to `length` tokens, decoded."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:n_tokens]
+    if not ids: raise ValueError("an empty response has no tokens to repeat")
+    return tokenizer.decode((ids * -(-length // len(ids)))[:length], skip_special_tokens=True)
+
+def _bad_count(share: float, n_samples: int, bad: float) -> int:
+    "Rows of one bad kind so that it is `share` of the whole set when the bad kinds together are `bad` of it."
+    return round(share * n_samples / (1 - bad))
+
+# %% ../nbs/05a_prefdata.ipynb #03b36078
+def _bad_rows(samples: list[dict], tokenizer, n_shuffled: int, n_repetition: int, repeat_tokens: int, length: int,
+              seed: int) -> list[dict]:
+    "Unscored bad rows: `prompt_index, prompt, text, finished, source`, on prompts drawn at random."
+    rng, by_prompt = np.random.default_rng([seed, 6]), {i: list(g) for i, g in groupby(samples, key=lambda s: s["prompt_index"])}
+    spread = lambda n, pool: [pool[t] for t in rng.choice(len(pool), n, replace=n > len(pool))]  # once each while enough
+    if n_shuffled and len(by_prompt) < 2: raise ValueError("shuffled responses need at least 2 prompts")
+    out, ids = [], list(by_prompt)
+    for i in spread(n_shuffled, ids):
+        others = [j for j in ids if j != i]
+        donor = by_prompt[others[rng.integers(len(others))]]
+        d = donor[rng.integers(len(donor))]
+        out.append(dict(prompt_index=i, prompt=by_prompt[i][0]["prompt"], text=_text(d["response"]), finished=d["finished"],
+                        source="shuffled"))
+    texts = {i: [_text(s["response"]) for s in g if _text(s["response"]).strip()] for i, g in by_prompt.items()}
+    pool = [i for i in ids if texts[i]]
+    if n_repetition and not pool: raise ValueError("no sample has any text to repeat")
+    for i in spread(n_repetition, pool):
+        own = texts[i][rng.integers(len(texts[i]))]
+        out.append(dict(prompt_index=i, prompt=by_prompt[i][0]["prompt"], finished=False, source="repetition",
+                        text=repetition_text(tokenizer, own, repeat_tokens, length)))
+    return out
+
+# %% ../nbs/05a_prefdata.ipynb #aec056e7
+def scored_responses(policy, tokenizer, task: Task, *, k: int = 4, # reference samples per prompt (`scored_samples`)
+                     shuffled: float = 0.1, # share of the set: another prompt's sample
+                     repetition: float = 0.1, # share of the set: a few tokens of a sample, repeated
+                     repeat_tokens: int = 3, # how many leading tokens a repetition repeats
+                     n_prompts: int | None = None, seed: int = 0, temperature: float = 1.0, top_p: float = 1.0,
+                     max_new_tokens: int | None = None, batch_size: int = 64, cache: bool = True, progress: bool = True) -> Rows:
+    "Reference samples plus bad responses, each with its gold `reward` and `source`: A-LoL's scored offline set; cached."
+    check_range("shuffled", shuffled, 0, 1); check_range("repetition", repetition, 0, 1)
+    if shuffled + repetition >= 1: raise ValueError(f"shuffled + repetition must be below 1, got {shuffled + repetition}")
+    if isinstance(repeat_tokens, bool) or not isinstance(repeat_tokens, int) or repeat_tokens < 1:
+        raise ValueError(f"repeat_tokens must be an integer >= 1, got {repeat_tokens!r}")
+    prompts, budget = task.train_prompts[:n_prompts], max_new_tokens or task.max_new_tokens
+    sampling = dict(k=k, seed=seed, temperature=temperature, top_p=top_p, batch_size=batch_size)
+    meta = dict(task=task.name, prompts=_prompts_key(prompts), model=fingerprint(policy), **sampling, max_new_tokens=budget,
+                shuffled=shuffled, repetition=repetition, repeat_tokens=repeat_tokens)
+    def make():
+        samples = scored_samples(policy, tokenizer, task, n_prompts=n_prompts, max_new_tokens=max_new_tokens, cache=cache,
+                                 progress=progress, **sampling)
+        n, bad = len(samples), shuffled + repetition
+        rows = _bad_rows(samples, tokenizer, _bad_count(shuffled, n, bad), _bad_count(repetition, n, bad), repeat_tokens,
+                         budget, seed)
+        rewards = task.reward([r["prompt"] for r in rows], [r["text"] for r in rows])
+        rows = [dict(s, source="sample") for s in samples] + [
+            dict(prompt_index=r["prompt_index"], prompt=r["prompt"], response=_as_response(r["prompt"], r["text"]), reward=w,
+                 finished=r["finished"], source=r["source"]) for r, w in zip(rows, rewards)]
+        rows.sort(key=lambda r: r["prompt_index"])  # stable: each prompt's samples, then its bad responses
+        return Rows(rows, {"sources": {s: sum(r["source"] == s for r in rows) for s in SOURCES}})
+    return _cached("scored", task.name, meta, make, cache)
 
 # %% ../nbs/05a_prefdata.ipynb #a377a8a7
 PAIRINGS = ("best_worst", "random", "all")

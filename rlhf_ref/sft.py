@@ -15,10 +15,14 @@ from fastcore.basics import patch
 from .algos import AlgoInfo, Algorithm, register_algo
 from .core import check_choice, read_jsonl
 from .data import DataError, extract_prompt, pad_prompt_response, tokenize_row
+from itertools import groupby
 from .logprobs import masked_mean, response_logps, seq_logps
+from .prefdata import scored_samples
+from .tasks import Task
 
 # %% auto #0
-__all__ = ['REDUCTIONS', 'sft_loss', 'response_row', 'tokenize_response', 'response_dataset', 'ResponseCollator', 'SFT']
+__all__ = ['REDUCTIONS', 'sft_loss', 'response_row', 'tokenize_response', 'response_dataset', 'ResponseCollator', 'SFT',
+           'demonstrations', 'sft_data']
 
 # %% ../nbs/10_sft.ipynb #c3537360
 def sft_loss(token_logps: torch.Tensor, # log pi(y_t|x, y_<t), shape (B, T), 0 at padding
@@ -102,3 +106,39 @@ def loss(self: SFT, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 register_algo(AlgoInfo("sft", SFT, "SFT (NLL on demonstrations)", "2203.02155", "responses", needs_ref=False,
                        needs_reward_model=False, online=False, notebook="10_sft",
                        status="implemented; CI demo only (simplify-corpus run not made yet)"));
+
+# %% ../nbs/10_sft.ipynb #e0fb8dd7
+def _response_text(response) -> str: return response[-1]["content"] if isinstance(response, list) else response
+
+def demonstrations(base, tokenizer, task: Task, *, responses: str = "auto", # "references" | "best" | "auto" (references if any)
+                   k: int = 4, n_prompts: int | None = None, seed: int = 0,
+                   require_finished: bool = True, # best of k among samples that ended with EOS
+                   progress: bool = True) -> tuple[list[dict], str]:
+    "`{prompt, response}` rows for `task` and which ones they are: its written train responses, or the best of `k` samples."
+    check_choice("responses", responses, {"auto", "references", "best"})
+    if responses == "auto": responses = "references" if task.train_responses else "best"
+    prompts = task.train_prompts[:n_prompts]
+    as_response = lambda p, text: [{"role": "assistant", "content": text}] if isinstance(p, list) else text
+    if responses == "references":
+        if not task.train_responses: raise ValueError(f"task {task.name!r} has no written responses: use the best of k "
+                                                      "reference samples instead (responses='best', --responses best)")
+        return [dict(prompt=p, response=as_response(p, r)) for p, r in zip(prompts, task.train_responses)], "references"
+    rows = []
+    for _, group in groupby(scored_samples(base, tokenizer, task, k=k, n_prompts=n_prompts, seed=seed, progress=progress),
+                            key=lambda s: s["prompt_index"]):
+        group = [s for s in group if (s["finished"] or not require_finished) and _response_text(s["response"]).strip()]
+        if group: rows.append(max(group, key=lambda s: s["reward"]))  # the first of the best
+    if not rows: raise ValueError(f"no demonstrations: none of the {k} samples of any prompt is a non-empty response"
+                                  + (" that ended with EOS (require_finished=False keeps unfinished ones)" if require_finished else ""))
+    return rows, f"best of {k}"
+
+# %% ../nbs/10_sft.ipynb #a4066285
+def sft_data(algo, base, tokenizer, task: Task, *, responses: str = "auto", k: int = 4, n_prompts: int | None = None,
+             seed: int = 0, require_finished: bool = True, max_length: int = 256, max_prompt_length: int = 128,
+             progress: bool = True, **_) -> tuple[Dataset, ResponseCollator, dict]:
+    "The pipeline's builder for the `responses` kind: `demonstrations`, tokenized, with their collator and a summary."
+    rows, which = demonstrations(base, tokenizer, task, responses=responses, k=k, n_prompts=n_prompts, seed=seed,
+                                 require_finished=require_finished, progress=progress)
+    ds = response_dataset(rows, tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
+    what = "the task's written train responses" if which == "references" else f"the best of {k} reference samples per prompt by gold reward"
+    return ds, ResponseCollator(tokenizer.pad_token_id), dict(responses=which, summary=f"{len(ds)} demonstrations: {what}")

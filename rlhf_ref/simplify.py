@@ -236,7 +236,7 @@ def simplify_task(eval_split: str = "test" # which corpus split gives the eval p
     return Task("simplify", "rewrite cancer-education text in plain language; reward = meaning kept x FKGL gained x completeness",
                 [as_chat(r["original"]) for r in load_simplify("train")],
                 [as_chat(r["original"]) for r in load_simplify(eval_split)], SimplifyReward(), max_new_tokens=64,
-                make_prompt=as_chat)
+                make_prompt=as_chat, train_responses=[r["simple"] for r in load_simplify("train")])
 
 # %% ../nbs/05b_simplify.ipynb #26101e9b
 N_FEATURES = 4

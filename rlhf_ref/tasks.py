@@ -29,6 +29,7 @@ class Task:
     reward_fn: Callable[[list, list[str]], list[float]]  # (prompts, completions) -> gold rewards
     max_new_tokens: int = 48  # completion budget used by demos, the CLI and evaluation
     make_prompt: Callable | None = None  # raw text -> the prompt the task's policy sees (e.g. wrapped in chat)
+    train_responses: list[str] | None = None  # a written reference response for each train prompt (None: the task has none)
 
     def prompt(self, text) -> list | str:
         "The task's prompt for raw `text` (message lists are used as they are)."

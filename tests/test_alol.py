@@ -125,3 +125,49 @@ def test_object_loss_finite_with_gradients(tiny, variant):
     no_ref = {k: v for k, v in batch.items() if k != "ref_logps"}
     if variant in ("a-lol", "a-lol-seq", "r-lol", "a-lol-kl"):
         with pytest.raises(ValueError, match="reference"): ALoL(variant).loss(no_ref, policy, None)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    from rlhf_ref.core import cache_dir
+    models = cache_dir("models")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").symlink_to(models, target_is_directory=True)
+    monkeypatch.setenv("RLHF_REF_CACHE", str(tmp_path / "cache"))
+
+
+def hashed_task(n):
+    "Six sentiment prompts, a gold reward that never ties and reads the prompt (a hash of both)."
+    import json, zlib
+    from rlhf_ref.tasks import Task, sentiment_task
+    return Task("toy-alol", "hash", sentiment_task().train_prompts[:n], [],
+                lambda p, c: [zlib.crc32((json.dumps(a) + b).encode()) / 2**32 for a, b in zip(p, c)], max_new_tokens=8)
+
+
+def test_alol_data_holds_out_value_prompts_and_draws_positive_rows(tiny, fresh_cache):
+    from rlhf_ref.alol import alol_data
+    model, tok = tiny
+    task = hashed_task(6)
+    ds, collate, info = alol_data(ALoL(), model, tok, task, k=3, draws=40, progress=False)
+    base, _, _ = alol_data(ALoL("nll"), model, tok, task, k=3, draws=40, progress=False)
+    seq, _, _ = alol_data(ALoL("a-lol-seq"), model, tok, task, k=3, draws=40, progress=False)
+    assert len(ds) == 40 and all(a > 0 for a in ds["advantage"]) and "ref_logps" in ds.column_names
+    assert "ref_logps" not in seq.column_names and "ref_logps" not in base.column_names  # nll and seq never read the sums
+    assert not {4, 5} & set(base["prompt_index"]) and set(base["prompt_index"]) == {0, 1, 2, 3}  # last 2 of 6 fit V
+    assert len(base) == info["rows"] == sum(info["sources"].values())
+    value = {}  # one V per prompt: reward - advantage is the same for every row of a prompt
+    for r, a, i in zip(base["reward"], base["advantage"], base["prompt_index"]): value.setdefault(i, set()).add(round(r - a, 5))
+    assert all(len(v) == 1 for v in value.values())
+    assert info["dropped"] == pytest.approx(sum(a <= 0 for a in base["advantage"]) / len(base))
+    expected = precompute_response_ref_logps(ds.remove_columns("ref_logps"), model, tok.pad_token_id)["ref_logps"]
+    assert ds["ref_logps"] == pytest.approx(expected, abs=1e-4)
+    again, _, _ = alol_data(ALoL(), model, tok, task, k=3, draws=40, progress=False)
+    other, _, _ = alol_data(ALoL(), model, tok, task, k=3, draws=40, train_seed=1, progress=False)
+    assert again["advantage"] == ds["advantage"] and other["advantage"] != ds["advantage"]
+
+
+def test_alol_data_bad_settings(tiny, fresh_cache):
+    from rlhf_ref.alol import alol_data
+    model, tok = tiny
+    with pytest.raises(ValueError, match="value_share must be"): alol_data(ALoL(), model, tok, hashed_task(6), value_share=0.0, progress=False)
+    with pytest.raises(ValueError, match="too few"): alol_data(ALoL(), model, tok, hashed_task(2), k=2, progress=False)

@@ -99,3 +99,56 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     assert r.returncode == 0, r.stderr
     steps = [json.loads(l)["step"] for l in metrics.read_text().splitlines() if '"train"' in l]
     assert steps == list(range(1, stopped + 3))  # no step lost, none repeated
+
+
+OFFLINE = ["--task", "sentiment", "--model", "tiny", "--n-prompts", "8", "--k", "2", "--batch-size", "2", "--keep-unfinished",
+           "--n-eval-prompts", "4", "--steps", "2", "--eval-every", "0"]
+
+
+@pytest.mark.parametrize("algo,extra", [("sft", []), ("alol", []), ("alol", ["--variant", "wbc"])])
+def test_sft_and_alol_train_end_to_end(algo, extra, tmp_path):
+    "SFT learns from demonstrations, A-LoL from the scored set: both through the same pipeline as the pair algorithms."
+    out = tmp_path / "run"
+    r = cli("train", "--algo", algo, *OFFLINE, *extra, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "policy" / "model.safetensors").exists() and (out / "report.html").exists()
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2] and [r["step"] for r in rows if r["split"] == "eval"] == [0, 2]
+    config = json.loads((out / "config.json").read_text())
+    if algo == "sft":  # the sentiment task has no written responses: the best of k samples, and the config says so
+        assert config["data"] == "responses" and config["responses"] == "best of 2" and "best of 2" in r.stdout
+    else:
+        assert config["data"] == "scored" and config["value_prompts"] == 2 and 0 <= config["dropped"] <= 1
+        assert config["sources"]["sample"] == 12 and set(config["dropped_by_source"]) <= {"sample", "shuffled", "repetition"}
+        assert ("draws in proportion to A" in r.stdout) == (extra == [])
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--algo", "sft", "--responses", "references"], "has no written responses"),
+    (["--algo", "alol", "--responses", "best"], "--responses is for SFT"),
+])
+def test_combinations_without_data_are_one_clear_line(args, msg, tmp_path):
+    r = cli("train", *args, *OFFLINE[:2], "--model", "./missing-model", cwd=tmp_path) if "alol" in args else \
+        cli("train", *args, *OFFLINE, "--out", str(tmp_path / "run"))
+    assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_data_kind_without_builder_is_refused_before_loading(monkeypatch, tmp_path, capsys):
+    "An algorithm whose data the pipeline cannot build (here a toy one on K ranked samples) fails with one line, status 1."
+    from dataclasses import dataclass
+    from rlhf_ref import algos
+    from rlhf_ref.cli import main
+    @dataclass
+    class Ranked(algos.Algorithm):
+        def loss(self, batch, policy, ref): raise AssertionError("never trained")
+    algos.algorithms()
+    monkeypatch.setitem(algos.ALGOS, "toy-ranked", algos.AlgoInfo("toy-ranked", Ranked, "toy", "0000.00000", "ranked",
+                                                                  needs_ref=False, needs_reward_model=False, online=False, notebook="x"))
+    code = main(["train", "--algo", "toy-ranked", "--task", "sentiment", "--model", "./missing-model", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and "K ranked samples a prompt" in err and "cannot build" in err and "does not exist" not in err, err
+
+
+def test_train_help_names_the_offline_data():
+    r = cli("train", "--help")
+    assert r.returncode == 0 and "--responses" in r.stdout and "--data-seed" in r.stdout and "scored set" in r.stdout

@@ -12,6 +12,7 @@ from rlhf_ref.prefdata import (Rows, bt_labels, chain_preferences, inject_noise,
                                pair_indices, sample_tree, save_rows, scored_samples, tree_preferences, with_annotators)
 
 SHIPPED = "sentiment-b8a6f23e6c98"
+SHIPPED_SCORED = "sentiment-70b80a14491c"
 MODELS = cache_dir("models")  # the real cache's models, before any test points the cache elsewhere
 
 
@@ -322,3 +323,104 @@ def test_tree_rejects_impossible_shapes(tiny, prompts):
     policy, tok = tiny
     with pytest.raises(ValueError, match="leaves no tokens"): sample_tree(policy, tok, prompts, branching=(2, 2, 2), segment_tokens=8, max_new_tokens=16)
     with pytest.raises(ValueError, match="temperature must be"): sample_tree(policy, tok, prompts, temperature=0.0)
+
+
+# --- the scored offline set (samples + deliberately bad responses) -------------------------------------------------
+
+def prompt_aware_task(prompts, max_new_tokens=10):
+    "A gold reward that reads the prompt too (a hash of prompt + completion): a shuffled response scores differently."
+    return Task("toy-aware", "hash of prompt and completion", prompts, [],
+                lambda p, c: [zlib.crc32((json.dumps(a) + b).encode()) / 2**32 for a, b in zip(p, c)], max_new_tokens=max_new_tokens)
+
+
+@pytest.mark.parametrize("shuffled,repetition", [(0.1, 0.1), (0.0, 0.25), (0.3, 0.0), (0.2, 0.4), (0.0, 0.0)])
+def test_scored_shares_and_sources(tiny, shuffled, repetition):
+    policy, tok = tiny
+    task = prompt_aware_task(sentiment_task().train_prompts[:5])
+    rows = pd.scored_responses(policy, tok, task, k=4, shuffled=shuffled, repetition=repetition, progress=False)
+    counts = Counter(r["source"] for r in rows)
+    bad = shuffled + repetition
+    assert counts["sample"] == 20 and counts["shuffled"] == round(shuffled * 20 / (1 - bad))
+    assert counts["repetition"] == round(repetition * 20 / (1 - bad)) and set(counts) <= set(pd.SOURCES)
+    assert rows.meta["sources"] == {s: counts[s] for s in pd.SOURCES} and rows.meta["rows"] == len(rows)
+    for s, share in (("shuffled", shuffled), ("repetition", repetition)):
+        assert abs(counts[s] / len(rows) - share) <= 1.5 / len(rows)
+    assert [r["prompt_index"] for r in rows] == sorted(r["prompt_index"] for r in rows)
+
+
+def test_scored_bad_rows_are_what_they_say(tiny):
+    policy, tok = tiny
+    task = prompt_aware_task(sentiment_task().train_prompts[:4])
+    samples = scored_samples(policy, tok, task, k=3, progress=False)
+    rows = pd.scored_responses(policy, tok, task, k=3, shuffled=0.25, repetition=0.25, repeat_tokens=2, progress=False)
+    assert [dict(s, source="sample") for s in samples] == [r for r in rows if r["source"] == "sample"]
+    text = lambda r: r["response"][-1]["content"]
+    for r in rows:
+        assert r["reward"] == task.reward([r["prompt"]], [text(r)])[0]  # scored on the prompt it is attached to
+        assert r["prompt"] == task.train_prompts[r["prompt_index"]]
+        if r["source"] == "shuffled":
+            donors = [s for s in samples if text(s) == text(r)]
+            assert donors and all(s["prompt_index"] != r["prompt_index"] for s in donors)
+        if r["source"] == "repetition":
+            own = [tok(text(s), add_special_tokens=False)["input_ids"][:2] for s in samples if s["prompt_index"] == r["prompt_index"]]
+            assert not r["finished"] and any(text(r) == tok.decode((o * 10)[:10]) for o in own)  # 10: the task's budget
+    shuffled = [r for r in rows if r["source"] == "shuffled"]
+    assert len({r["prompt_index"] for r in shuffled}) == min(len(shuffled), 4)  # each prompt once while prompts suffice
+
+
+def test_repetition_text_repeats_the_first_tokens(tiny):
+    _, tok = tiny
+    ids = tok(" the film was good", add_special_tokens=False)["input_ids"]
+    out = pd.repetition_text(tok, " the film was good", 2, 7)
+    assert tok(out, add_special_tokens=False)["input_ids"] == (ids[:2] * 4)[:7]
+    with pytest.raises(ValueError, match="no tokens"): pd.repetition_text(tok, "", 2, 7)
+
+
+def test_scored_is_deterministic_cached_and_reuses_samples(tiny, monkeypatch):
+    policy, tok = tiny
+    task = prompt_aware_task(sentiment_task().train_prompts[:4])
+    a = pd.scored_responses(policy, tok, task, k=3, seed=2, cache=False, progress=False)
+    assert list(pd.scored_responses(policy, tok, task, k=3, seed=2, cache=False, progress=False)) == list(a)
+    assert list(pd.scored_responses(policy, tok, task, k=3, seed=3, cache=False, progress=False)) != list(a)
+    scored_samples(policy, tok, task, k=3, seed=2, progress=False)  # cache the samples only
+    monkeypatch.setattr(pd, "generate", None)  # from here on, sampling fails
+    first = pd.scored_responses(policy, tok, task, k=3, seed=2, progress=False)
+    other = pd.scored_responses(policy, tok, task, k=3, seed=2, shuffled=0.3, progress=False)  # new bad rows, same samples
+    again = pd.scored_responses(policy, tok, task, k=3, seed=2, progress=False)
+    assert list(first) == list(a) and list(again) == list(first) and again.meta == first.meta
+    assert other.meta["sources"]["shuffled"] > first.meta["sources"]["shuffled"]
+    assert set(first.meta) == {"task", "prompts", "model", "k", "seed", "temperature", "top_p", "batch_size", "max_new_tokens",
+                               "shuffled", "repetition", "repeat_tokens", "sources", "rows"}
+    assert list((cache_dir("scored")).glob("toy-aware-*.jsonl"))
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(shuffled=-0.1), "shuffled must be"), (dict(repetition=float("nan")), "repetition must be"),
+                                    (dict(shuffled=1.0, repetition=0.0), "below 1"), (dict(shuffled=0.5, repetition=0.5), "below 1"),
+                                    (dict(repeat_tokens=0), "repeat_tokens must be"), (dict(repeat_tokens=1.5), "repeat_tokens must be"),
+                                    (dict(repeat_tokens=True), "repeat_tokens must be")])
+def test_scored_bad_settings_are_named(tiny, kw, msg):
+    policy, tok = tiny
+    with pytest.raises(ValueError, match=msg): pd.scored_responses(policy, tok, hashed_task(["p", "q"]), progress=False, **kw)
+
+
+def test_shuffled_needs_two_prompts(tiny):
+    policy, tok = tiny
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        pd.scored_responses(policy, tok, hashed_task(["p"]), k=4, shuffled=0.3, progress=False)
+    rows = pd.scored_responses(policy, tok, hashed_task(["p"]), k=4, shuffled=0.0, repetition=0.3, progress=False)
+    assert Counter(r["source"] for r in rows) == {"sample": 4, "repetition": 2}  # round(0.3 * 4 / 0.7)
+
+
+def test_shipped_scored_set_is_found_without_sampling(monkeypatch):
+    from rlhf_ref.models import embedded_model_dir, load_policy
+    rows = load_rows(data_dir() / "scored" / f"{SHIPPED_SCORED}.jsonl")
+    core = {k: v for k, v in rows.meta.items() if k not in ("rows", "sources", "made_by")}
+    assert pd._provenance_key(core) == SHIPPED_SCORED.split("-")[1] and rows.meta["rows"] == len(rows) == 320
+    assert rows.meta["sources"] == dict(Counter(r["source"] for r in rows)) == {"sample": 256, "shuffled": 32, "repetition": 32}
+    if (embedded_model_dir() / "RANDOM_WEIGHTS").exists(): pytest.skip("the embedded model is a random-weight stand-in")
+    policy, tok = load_policy(device="cpu")
+    def no_sampling(*a, **kw): raise AssertionError("the default call sampled")
+    monkeypatch.setattr(pd, "generate", no_sampling)
+    assert list(pd.scored_responses(policy, tok, sentiment_task(), n_prompts=64, progress=False)) == list(rows)
+    assert list(scored_samples(policy, tok, sentiment_task(), n_prompts=64, progress=False)) == \
+        [{k: v for k, v in r.items() if k != "source"} for r in rows if r["source"] == "sample"]

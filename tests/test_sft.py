@@ -47,3 +47,32 @@ def test_response_data_rows(tiny):
     with pytest.raises(DataError, match="missing column 'response'"): response_dataset([{"prompt": "x", "reply": "y"}], tok)
     with pytest.raises(DataError, match="empty"): response_dataset([], tok)
     with pytest.raises(ValueError, match="reduction"): SFT(reduction="mean")
+
+
+def test_demonstrations_are_the_written_responses_or_the_best_sample(tiny, tmp_path, monkeypatch):
+    "References pair each train prompt with its own written response; without them, the best finished sample per prompt."
+    import json, zlib
+    from rlhf_ref.core import cache_dir
+    from rlhf_ref.simplify import load_simplify
+    from rlhf_ref.sft import demonstrations
+    from rlhf_ref.tasks import Task, get_task
+    (tmp_path / "c").mkdir(); (tmp_path / "c" / "models").symlink_to(cache_dir("models"), target_is_directory=True)
+    monkeypatch.setenv("RLHF_REF_CACHE", str(tmp_path / "c"))
+    policy, tok = tiny
+    rows, which = demonstrations(policy, tok, get_task("simplify"))
+    train = load_simplify("train")
+    assert which == "references" and len(rows) == len(train) == 160
+    assert all(r["prompt"][-1]["content"].endswith(t["original"]) and r["response"] == [{"role": "assistant", "content": t["simple"]}]
+               for r, t in zip(rows, train))
+    task = Task("toy-best", "hash", get_task("sentiment").train_prompts[:3], [],
+                lambda p, c: [zlib.crc32(x.encode()) / 2**32 for x in c], max_new_tokens=6)
+    import rlhf_ref.prefdata as pd
+    real = pd.generate
+    monkeypatch.setattr(pd, "generate", lambda *a, **kw: [{**s, "finished": t % 2 == 1} for t, s in enumerate(real(*a, **kw))])
+    rows, which = demonstrations(policy, tok, task, k=4)
+    samples = pd.scored_samples(policy, tok, task, k=4)
+    for i, r in enumerate(rows):
+        mine = [s for s in samples if s["prompt_index"] == i and s["finished"]]
+        assert r["reward"] == max(s["reward"] for s in mine) and r["finished"]
+    assert which == "best of 4" and len(rows) == 3
+    with pytest.raises(ValueError, match="responses must be one of"): demonstrations(policy, tok, task, responses="written")
