@@ -30,14 +30,21 @@ def online_run(algo: OnlineAlgorithm, task: Task | str = "sentiment", model: str
     task, out_dir, t0 = get_task(task), Path(out_dir), time.time()
     if not quiet: print(f"[1/3] loading model {model or 'SmolLM2-135M-Instruct (embedded)'}", flush=True)
     policy, tok = load_policy(model)
-    ref = frozen_copy(policy)
+    base = frozen_copy(policy)  # the initial model: every evaluation measures KL and win rate against it
     prompts = task.train_prompts[:n_prompts] if n_prompts else task.train_prompts
+    prep = algo.prepare(policy, tok, task, prompts, out_dir=out_dir / "prepare", seed=seed, quiet=quiet) or {}
+    if set(prep) - {"policy", "ref", "prompts"}:
+        raise ValueError(f"{type(algo).__name__}.prepare may return policy, ref and prompts, not {sorted(set(prep) - {'policy', 'ref', 'prompts'})}")
+    policy, prompts = prep.get("policy", policy), list(prep.get("prompts", prompts))
+    if not prompts: raise ValueError(f"{type(algo).__name__}.prepare left no prompts to train on")
+    # the KL reference: what prepare chose, else a frozen copy of the policy RL starts from
+    ref = prep["ref"] if prep.get("ref") is not None else base if "policy" not in prep else frozen_copy(policy)
     cfg = OnlineConfig(out_dir=str(out_dir), max_steps=steps, batch_size=min(batch_size, len(prompts)), lr=lr,
                        num_epochs=num_epochs, num_mini_batches=num_mini_batches, temperature=temperature, seed=seed,
                        max_new_tokens=max_new_tokens or task.max_new_tokens, eval_every=eval_every, progress=not quiet)
     info = dict(model=model or "smollm2", task=task.name, base_model=model or "smollm2", prompts=len(prompts))
     trainer = OnlineTrainer(algo, policy, ref, tok, prompts, reward_fn or task.reward, cfg, value_model=value_model,
-                            eval_fn=Evaluator(task, tok, ref=ref, prompts=eval_prompts, seed=seed), run_info=info,
+                            eval_fn=Evaluator(task, tok, ref=base, prompts=eval_prompts, seed=seed), run_info=info,
                             gold_fn=task.reward if reward_fn is not None else None)
     if not quiet: print(f"[2/3] training {type(algo).__name__} for {steps} iterations of {cfg.batch_size} prompts -> {out_dir}", flush=True)
     history = trainer.train(resume=resume, overwrite=overwrite)

@@ -144,6 +144,12 @@ class OnlineAlgorithm(Algorithm):
         "Add what `loss` needs (advantages...) to the rollout `ro`, in place; return the iteration's metrics."
         raise NotImplementedError(f"{type(self).__name__} must define make_experience(rollout)")
 
+    def prepare(self, policy, tok, task, prompts: list, *, out_dir, seed: int, quiet: bool = False) -> dict:
+        """Stages before RL (an SFT, a DPO stage, a weight soup...), run by `online_run` on the loaded `policy`: return any
+        of `policy`, `ref` and `prompts` to replace its own (the default runs nothing). Cache the stages' results under
+        `out_dir` so that a resumed run does not redo them."""
+        return {}
+
 # %% ../nbs/07a_rollout.ipynb #e370dc0e
 @dataclass
 class OnlineConfig(TrainConfig):
