@@ -33,9 +33,10 @@ def online_run(algo: OnlineAlgorithm, task: Task | str = "sentiment", model: str
     base = frozen_copy(policy)  # the initial model: every evaluation measures KL and win rate against it
     prompts = task.train_prompts[:n_prompts] if n_prompts else task.train_prompts
     prep = algo.prepare(policy, tok, task, prompts, out_dir=out_dir / "prepare", seed=seed, quiet=quiet) or {}
-    if set(prep) - {"policy", "ref", "prompts"}:
-        raise ValueError(f"{type(algo).__name__}.prepare may return policy, ref and prompts, not {sorted(set(prep) - {'policy', 'ref', 'prompts'})}")
+    if set(prep) - {"policy", "ref", "prompts", "reward_fn"}:
+        raise ValueError(f"{type(algo).__name__}.prepare may return policy, ref, prompts and reward_fn, not {sorted(set(prep) - {'policy', 'ref', 'prompts', 'reward_fn'})}")
     policy, prompts = prep.get("policy", policy), list(prep.get("prompts", prompts))
+    reward_fn = prep.get("reward_fn") or reward_fn  # e.g. a reward model the stages trained (the gold reward is then recorded beside it)
     if not prompts: raise ValueError(f"{type(algo).__name__}.prepare left no prompts to train on")
     # the KL reference: what prepare chose, else a frozen copy of the policy RL starts from
     ref = prep["ref"] if prep.get("ref") is not None else base if "policy" not in prep else frozen_copy(policy)

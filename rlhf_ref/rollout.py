@@ -146,7 +146,7 @@ class OnlineAlgorithm(Algorithm):
 
     def prepare(self, policy, tok, task, prompts: list, *, out_dir, seed: int, quiet: bool = False) -> dict:
         """Stages before RL (an SFT, a DPO stage, a weight soup...), run by `online_run` on the loaded `policy`: return any
-        of `policy`, `ref` and `prompts` to replace its own (the default runs nothing). Cache the stages' results under
+        of `policy`, `ref`, `prompts` and `reward_fn` to replace its own (the default runs nothing). Cache the stages' results under
         `out_dir` so that a resumed run does not redo them."""
         return {}
 
