@@ -32,7 +32,7 @@ def online_run(algo: OnlineAlgorithm, task: Task | str = "sentiment", model: str
     policy, tok = load_policy(model)
     base = frozen_copy(policy)  # the initial model: every evaluation measures KL and win rate against it
     prompts = task.train_prompts[:n_prompts] if n_prompts else task.train_prompts
-    prep = algo.prepare(policy, tok, task, prompts, out_dir=out_dir / "prepare", seed=seed, quiet=quiet) or {}
+    prep = algo.prepare(policy, tok, task, prompts, out_dir=out_dir / "prepare", seed=seed, resume=resume, quiet=quiet) or {}
     if set(prep) - {"policy", "ref", "prompts", "reward_fn"}:
         raise ValueError(f"{type(algo).__name__}.prepare may return policy, ref, prompts and reward_fn, not {sorted(set(prep) - {'policy', 'ref', 'prompts', 'reward_fn'})}")
     policy, prompts = prep.get("policy", policy), list(prep.get("prompts", prompts))

@@ -144,10 +144,10 @@ class OnlineAlgorithm(Algorithm):
         "Add what `loss` needs (advantages...) to the rollout `ro`, in place; return the iteration's metrics."
         raise NotImplementedError(f"{type(self).__name__} must define make_experience(rollout)")
 
-    def prepare(self, policy, tok, task, prompts: list, *, out_dir, seed: int, quiet: bool = False) -> dict:
+    def prepare(self, policy, tok, task, prompts: list, *, out_dir, seed: int, resume: bool = False, quiet: bool = False) -> dict:
         """Stages before RL (an SFT, a DPO stage, a weight soup...), run by `online_run` on the loaded `policy`: return any
         of `policy`, `ref`, `prompts` and `reward_fn` to replace its own (the default runs nothing). Cache the stages' results under
-        `out_dir` so that a resumed run does not redo them."""
+        `out_dir`: with `resume` reuse what is there (a resumed run must not redo them), without it start afresh."""
         return {}
 
 # %% ../nbs/07a_rollout.ipynb #e370dc0e
