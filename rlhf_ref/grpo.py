@@ -1,4 +1,4 @@
-"""No value function: several responses are sampled per prompt and each is judged against its siblings. GRPO normalises the rewards within each group and puts a k3 KL term in the loss; RLOO subtracts the mean reward of the other responses (leave-one-out) and keeps the KL in the reward.
+"""No value function: several responses are sampled per prompt and each is judged against its siblings. GRPO normalises the rewards within each group and puts a k3 KL term in the loss; RLOO subtracts the mean reward of the other responses (leave-one-out) and keeps the KL in the reward; REINFORCE++ keeps PPO's per-token KL reward and clipped loss and replaces the critic by the reward-to-go, whitened over the whole batch.
 
 Docs: https://rlhf-ref.github.io/rlhf_ref/grpo.html.md"""
 
@@ -12,11 +12,11 @@ from fastcore.basics import patch
 from .algos import AlgoInfo, register_algo
 from .core import check_choice, check_range
 from .logprobs import kl_estimate, masked_mean
-from .ppo import clipped_policy_loss
+from .ppo import clipped_policy_loss, gae, masked_whiten, token_rewards
 from .rollout import OnlineAlgorithm, policy_forward, rollout_metrics
 
 # %% auto #0
-__all__ = ['group_advantages', 'rloo_advantages', 'GRPO', 'RLOO']
+__all__ = ['group_advantages', 'rloo_advantages', 'GRPO', 'RLOO', 'ReinforcePP']
 
 # %% ../nbs/41_grpo.ipynb #fc2bfeac
 def group_advantages(scores: torch.Tensor, # (B,) rewards, the G responses of each prompt adjacent
@@ -124,4 +124,51 @@ def loss(self: RLOO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 # %% ../nbs/41_grpo.ipynb #cd951835
 register_algo(AlgoInfo("rloo", RLOO, "RLOO (leave-one-out baseline, KL in the reward)", "2402.14740", "prompts",
                        needs_ref=True, needs_reward_model=False, online=True, notebook="41_grpo",
+                       status="implemented; bandit demo converges (CI); SmolLM2 claims not tested yet"))
+
+# %% ../nbs/41_grpo.ipynb #620a1dac
+@dataclass
+class ReinforcePP(OnlineAlgorithm):
+    "REINFORCE++: PPO's KL-shaped token rewards and clipped loss without a critic; reward-to-go whitened over the batch."
+    kl_coef: float = 0.05  # beta of the per-token KL in the reward (this project's PPO default, for comparison at equal beta)
+    kl_estimator: str = "k1"  # per-token KL in the reward: "k1" | "k2" | "k3"
+    cliprange: float = 0.2  # epsilon of the clipped token-level surrogate
+    gamma: float = 1.0  # discount of the reward-to-go
+    num_generations: int = 1  # samples per prompt
+    baseline: str = "none"  # "none" (REINFORCE++) | "group": subtract each prompt's mean score (REINFORCE++-baseline)
+
+    def __post_init__(self):
+        check_range("kl_coef", self.kl_coef, 0); check_range("cliprange", self.cliprange, 0, lo_open=True)
+        check_range("gamma", self.gamma, 0, 1); check_range("num_generations", self.num_generations, 1)
+        check_choice("kl_estimator", self.kl_estimator, {"k1", "k2", "k3"}); check_choice("baseline", self.baseline, {"none", "group"})
+        if self.baseline == "group" and self.num_generations < 2: raise ValueError("baseline='group' needs num_generations >= 2")
+
+    @property
+    def group_size(self) -> int: return self.num_generations
+
+# %% ../nbs/41_grpo.ipynb #ba8597e0
+@patch
+def make_experience(self: ReinforcePP, ro: dict) -> dict:
+    "KL-shaped token rewards, their reward-to-go, whitened over every token of the batch; the iteration's metrics."
+    mask, scores = ro["response_mask"].float(), ro["scores"]
+    if self.baseline == "group": scores = scores - scores.view(-1, self.num_generations).mean(1).repeat_interleave(self.num_generations)
+    rewards, kl = token_rewards(scores, ro["logps"], ro["ref_logps"], mask, kl_coef=self.kl_coef, kl_estimator=self.kl_estimator,
+                                finished=ro["finished"])
+    to_go, _ = gae(rewards, torch.zeros_like(rewards), mask, gamma=self.gamma, lam=1.0)
+    ro["advantages"] = masked_whiten(to_go, mask)
+    non_score = (-self.kl_coef * kl).sum(1)
+    return {**rollout_metrics(ro), "objective/non_score_reward": non_score.mean(), "objective/rlhf_reward": (ro["scores"] + non_score).mean()}
+
+@patch
+def loss(self: ReinforcePP, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
+    "PPO's clipped surrogate per token with the whitened reward-to-go, averaged over the minibatch's tokens."
+    mask = batch["response_mask"].float()
+    out = policy_forward(policy, batch["input_ids"], batch["attention_mask"], mask.shape[1], temperature=batch["temperature"], entropy=True)
+    per_token, clipped = clipped_policy_loss(out["logps"], batch["logps"], batch["advantages"], cliprange=self.cliprange)
+    return masked_mean(per_token, mask, None), {"policy/clipfrac_avg": masked_mean(clipped.float(), mask, None),
+                                                "policy/entropy_avg": masked_mean(out["entropy"], mask, None)}
+
+# %% ../nbs/41_grpo.ipynb #94772f8a
+register_algo(AlgoInfo("reinforce-pp", ReinforcePP, "REINFORCE++ (critic-free, batch-whitened reward-to-go; -baseline variant)",
+                       "2501.03262", "prompts", needs_ref=True, needs_reward_model=False, online=True, notebook="41_grpo",
                        status="implemented; bandit demo converges (CI); SmolLM2 claims not tested yet"))

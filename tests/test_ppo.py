@@ -238,3 +238,25 @@ def test_cli_trains_ppo_online_then_evaluates(tmp_path):
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["count"] == 2
+
+
+def test_reinforce_pp_advantages_are_the_whitened_reward_to_go():
+    "REINFORCE++ against a naive version: per-token k1-shaped rewards, reward-to-go by hand, whitened over all tokens."
+    from rlhf_ref.grpo import ReinforcePP
+    g = torch.Generator().manual_seed(3)
+    B, T, G = 6, 5, 3
+    lengths = torch.tensor([5, 3, 1, 4, 2, 5])
+    mask = (torch.arange(T)[None] < lengths[:, None]).float()
+    ro = dict(response_mask=mask, scores=torch.randn(B, generator=g), logps=-torch.rand(B, T, generator=g),
+              ref_logps=-torch.rand(B, T, generator=g), finished=torch.ones(B, dtype=torch.bool))
+    algo = ReinforcePP(kl_coef=0.3, num_generations=G, baseline="group", gamma=0.9)
+    algo.make_experience(ro)
+    vals = []
+    for b in range(B):
+        n = int(lengths[b])
+        score = ro["scores"][b].item() - ro["scores"][b // G * G:(b // G + 1) * G].mean().item()
+        r = [-0.3 * (ro["logps"][b, t].item() - ro["ref_logps"][b, t].item()) + (score if t == n - 1 else 0.0) for t in range(n)]
+        vals += [sum(0.9 ** (s - t) * r[s] for s in range(t, n)) for t in range(n)]
+    v = torch.tensor(vals, dtype=torch.float64)
+    expected = (v - v.mean()) / v.std()
+    assert torch.allclose(ro["advantages"][mask.bool()].double(), expected, atol=1e-4)
