@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "report their implicit-reward accuracy at every evaluation (default 0)")
     t.add_argument("--label-noise", type=_fraction, default=0.0, help="preference pairs: swap chosen and rejected on this share "
                    "of the training pairs, a control (0.5: labels carry no information; default 0)")
+    t.add_argument("--reward", default="gold", help="online algorithms: train on this reward of the task instead of its gold "
+                   "reward, which still judges every evaluation (simplify: neg-fkgl, classifier, classifier-sim, sari; default gold)")
     t.add_argument("--data-seed", type=int, default=None, help="seed of the sampled offline data (default: --seed); "
                    "fix it to compare training seeds on the same data")
     t.add_argument("--responses", choices=["auto", "references", "best"], default="auto", help="SFT's demonstrations: "
@@ -154,11 +156,14 @@ def cmd_train(args) -> int:
     if (out / "checkpoints").exists() and not (args.resume or args.overwrite):  # fail before loading anything
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start again")
     eval_prompts = get_task(args.task).eval_prompts[:args.n_eval_prompts] if args.n_eval_prompts else None
-    info = algorithms()[args.algo]
+    info, task = algorithms()[args.algo], get_task(args.task)
+    reward_fn = None if args.reward == "gold" else task.training_reward(args.reward)  # an unknown name fails here, before any model loads
+    if reward_fn is not None and info.data != "prompts":
+        raise ValueError(f"--reward is for online algorithms; {args.algo}'s {DATA_KINDS[info.data]} are built with the gold reward")
     if info.data == "prompts":  # online: one step is one iteration of `batch_size` prompts (rlhf_ref.online)
-        online_run(args.algo_obj, args.task, args.model, out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        online_run(args.algo_obj, task, args.model, out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                    n_prompts=args.n_prompts, eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed,
-                   resume=args.resume, overwrite=args.overwrite)
+                   resume=args.resume, overwrite=args.overwrite, reward_fn=reward_fn)
         return 0
     if info.data not in OFFLINE_DATA:
         raise ValueError(f"{args.algo} learns from {DATA_KINDS[info.data]}, which `rlhf-ref train` cannot build from a task yet "

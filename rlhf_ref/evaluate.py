@@ -54,6 +54,10 @@ def evaluate(self: Evaluator, policy, return_samples: bool = False) -> dict:
                length=statistics.fmean(len(s["completion_ids"]) for s in samples),
                finished=statistics.fmean(s["finished"] for s in samples),
                distinct_1=distinct_n(texts, 1), distinct_2=distinct_n(texts, 2), count=len(samples))
+    if self.task.metrics is not None:  # the task's own corpus metrics (e.g. SARI on the simplification task)
+        extra = self.task.metrics([s["prompt"] for s in samples], texts)
+        if set(extra) & set(res): raise ValueError(f"task metrics {sorted(set(extra) & set(res))} clash with the evaluator's own")
+        res.update(extra)
     if self.ref is not None:
         same = fingerprint(policy) == fingerprint(self.ref)  # e.g. the evaluation before training
         if self.ref_samples is None:  # same seed and weights: the reference's samples would be these very samples

@@ -6,10 +6,11 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/simplify.html.md"""
 
 # %% ../nbs/05b_simplify.ipynb #114e2e0c
 from __future__ import annotations
-import functools, hashlib, importlib.util, json, math, re
+import functools, hashlib, importlib.util, json, math, re, statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 import pyphen, sacrebleu
 import torch
 import torch.nn.functional as F
@@ -21,10 +22,12 @@ from .models import ModelNotFoundError, _no_hf_progress
 from .tasks import Task
 
 # %% auto #0
-__all__ = ['SPLITS', 'MINILM_PACKAGE', 'SIMPLIFY_INSTRUCTION', 'N_FEATURES', 'read_corpus', 'load_simplify', 'words_of',
-           'syllables', 'text_counts', 'fkgl', 'sari_sentence', 'sari', 'bleu', 'minilm_dir', 'MiniLM', 'minilm',
-           'similarity', 'source_text', 'SimplifyReward', 'simplify_task', 'readability_features', 'SimpleDCClassifier',
-           'fit_simpledc', 'corpus_texts', 'simpledc_classifier', 'SimpleDCReward', 'simplification_report']
+__all__ = ['SPLITS', 'MINILM_PACKAGE', 'SIMPLIFY_INSTRUCTION', 'SIMPLIFY_REWARDS', 'N_FEATURES', 'NO_WORDS_GRADE', 'read_corpus',
+           'load_simplify', 'words_of', 'syllables', 'text_counts', 'fkgl', 'sari_sentence', 'sari', 'bleu',
+           'minilm_dir', 'MiniLM', 'minilm', 'similarity', 'source_text', 'SimplifyReward', 'simplify_task',
+           'readability_features', 'SimpleDCClassifier', 'fit_simpledc', 'corpus_texts', 'simpledc_classifier',
+           'SimpleDCReward', 'simplification_report', 'neg_fkgl_reward', 'simplify_references', 'SariReward',
+           'simplify_rewards', 'simplify_metrics']
 
 # %% ../nbs/05b_simplify.ipynb #fdf15961
 def read_corpus(path: str | Path, # a JSON Lines file, one row a line
@@ -228,6 +231,16 @@ class SimplifyReward:
         return self.components([source_text(p) for p in prompts], completions)["reward"]
 
 # %% ../nbs/05b_simplify.ipynb #12524552
+SIMPLIFY_REWARDS = ("neg-fkgl", "classifier", "classifier-sim", "sari")  # training rewards (`simplify_rewards`, below)
+
+def _lazy_reward(name: str) -> Callable:
+    "The training reward `name`, built when first called (its classifier and encoder load then, not with the task)."
+    built = {}
+    def reward(prompts: list, completions: list[str]) -> list[float]:
+        if name not in built: built[name] = simplify_rewards()[name]
+        return built[name](prompts, completions)
+    return reward
+
 def simplify_task(eval_split: str = "test" # which corpus split gives the eval prompts
                  ) -> Task:
     "Rewrite digestive-cancer education text in plain language; gold reward `SimplifyReward`."
@@ -236,7 +249,9 @@ def simplify_task(eval_split: str = "test" # which corpus split gives the eval p
     return Task("simplify", "rewrite cancer-education text in plain language; reward = meaning kept x FKGL gained x completeness",
                 [as_chat(r["original"]) for r in load_simplify("train")],
                 [as_chat(r["original"]) for r in load_simplify(eval_split)], SimplifyReward(), max_new_tokens=64,
-                make_prompt=as_chat, train_responses=[r["simple"] for r in load_simplify("train")])
+                make_prompt=as_chat, train_responses=[r["simple"] for r in load_simplify("train")],
+                rewards={name: _lazy_reward(name) for name in SIMPLIFY_REWARDS},
+                metrics=lambda prompts, completions: simplify_metrics(prompts, completions))
 
 # %% ../nbs/05b_simplify.ipynb #26101e9b
 N_FEATURES = 4
@@ -341,3 +356,47 @@ def simplification_report(sources: list[str], outputs: list[str], references: li
                 similarity=mean(similarity(sources, outputs)),
                 copy_rate=mean([x.strip() == y.strip() for x, y in zip(sources, outputs)]),
                 length_ratio=mean([len(words_of(y)) / len(words_of(x)) for x, y in zip(sources, outputs)]))
+
+# %% ../nbs/05b_simplify.ipynb #e31be4d5
+NO_WORDS_GRADE = 20.0  # the FKGL charged to a completion without words by `neg_fkgl_reward`
+
+def neg_fkgl_reward(prompts: list, completions: list[str]) -> list[float]:
+    "Minus the FKGL grade of each completion (the readability-only baseline); -NO_WORDS_GRADE without words."
+    return [-fkgl(y) if words_of(y) else -NO_WORDS_GRADE for y in completions]
+
+@functools.cache
+def simplify_references() -> dict[str, str]:
+    "The corpus's reference simplification of each original (every split), by original text."
+    return {r["original"]: r["simple"] for r in load_simplify()}
+
+def _references_of(sources: list[str]) -> list[str] | None:
+    refs = simplify_references()
+    return [refs[x] for x in sources] if all(x in refs for x in sources) else None
+
+# %% ../nbs/05b_simplify.ipynb #72dd0b7c
+@dataclass
+class SariReward:
+    "SARI of each completion against the corpus's reference for its source, times `scale`: a reward that needs labels."
+    scale: float = 0.01  # SARI is on a 0-100 scale
+
+    def __call__(self, prompts: list, completions: list[str]) -> list[float]:
+        sources = [source_text(p) for p in prompts]
+        refs = _references_of(sources)
+        if refs is None: raise ValueError("the sari reward needs the corpus's reference for every source; "
+                                          "some prompts are not originals of the simplification corpus")
+        return [self.scale * sari_sentence(x, y, [r])["sari"] for x, y, r in zip(sources, completions, refs)]
+
+def simplify_rewards() -> dict[str, Callable]:
+    "The simplification task's training rewards by name (see the table above)."
+    return {"neg-fkgl": neg_fkgl_reward, "classifier": SimpleDCReward(a=0.0), "classifier-sim": SimpleDCReward(),
+            "sari": SariReward()}
+
+# %% ../nbs/05b_simplify.ipynb #5df289fd
+def simplify_metrics(prompts: list, completions: list[str]) -> dict[str, float]:
+    "`simplification_report` (SARI and BLEU when every source has a reference), mean P(simple), share without words."
+    sources = [source_text(p) for p in prompts]
+    refs = _references_of(sources)
+    rep = simplification_report(sources, completions, refs) if refs is not None else {
+        k: v for k, v in simplification_report(sources, completions, sources).items() if k not in ("sari", "bleu")}
+    return {**rep, "p_simple": statistics.fmean(simpledc_classifier().prob_simple(completions)),
+            "empty_rate": statistics.fmean(not words_of(y) for y in completions)}

@@ -7,7 +7,7 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/tasks.html.md"""
 # %% ../nbs/05_tasks.ipynb #9eece7f7
 from __future__ import annotations
 import importlib, math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 import torch
 from .core import data_dir, read_jsonl
@@ -30,6 +30,8 @@ class Task:
     max_new_tokens: int = 48  # completion budget used by demos, the CLI and evaluation
     make_prompt: Callable | None = None  # raw text -> the prompt the task's policy sees (e.g. wrapped in chat)
     train_responses: list[str] | None = None  # a written reference response for each train prompt (None: the task has none)
+    rewards: dict[str, Callable] = field(default_factory=dict)  # other training rewards by name; the gold reward still judges
+    metrics: Callable[[list, list[str]], dict] | None = None  # (prompts, completions) -> corpus metrics added to every evaluation
 
     def prompt(self, text) -> list | str:
         "The task's prompt for raw `text` (message lists are used as they are)."
@@ -39,6 +41,12 @@ class Task:
         "Gold reward of each completion."
         if len(prompts) != len(completions): raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
         return [float(r) for r in self.reward_fn(prompts, completions)]
+
+    def training_reward(self, name: str | None = None) -> Callable[[list, list[str]], list[float]]:
+        "The reward called `name` in `rewards`; the gold reward for None or 'gold'. A `ValueError` lists the names."
+        if name in (None, "gold"): return self.reward
+        if name not in self.rewards: raise ValueError(f"task {self.name!r} has no reward {name!r}; it has {['gold', *sorted(self.rewards)]}")
+        return self.rewards[name]
 
     def __repr__(self):
         return f"Task({self.name!r}: {len(self.train_prompts)} train / {len(self.eval_prompts)} eval prompts; {self.description})"

@@ -152,3 +152,12 @@ def test_a_data_kind_without_builder_is_refused_before_loading(monkeypatch, tmp_
 def test_train_help_names_the_offline_data():
     r = cli("train", "--help")
     assert r.returncode == 0 and "--responses" in r.stdout and "--data-seed" in r.stdout and "scored set" in r.stdout
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--algo", "grpo", "--reward", "length"], "has no reward 'length'; it has ['gold', 'classifier', 'classifier-sim', 'neg-fkgl', 'sari']"),
+    (["--algo", "dpo", "--reward", "sari"], "--reward is for online algorithms"),
+])
+def test_a_training_reward_is_checked_before_loading(args, msg, tmp_path):
+    r = cli("train", *args, "--task", "simplify", "--model", "./missing-model", "--out", str(tmp_path / "run"))
+    assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr

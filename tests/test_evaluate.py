@@ -81,3 +81,19 @@ def test_identical_weights_shortcut_agrees_with_the_long_way(setup, monkeypatch)
     assert short["kl"] == short["kl_k3"] == 0.0
     assert abs(long["kl"]) < 1e-5 and abs(long["kl_k3"]) < 1e-5 and long["win_rate"] == 0.5
     assert long["reward"] == pytest.approx(short["reward"]) and long["reward_ref"] == pytest.approx(short["reward_ref"])
+
+
+def test_task_metrics_join_every_evaluation(tiny):
+    "A task's `metrics` are computed on the evaluation's own samples and added to its numbers; a name clash is refused."
+    import dataclasses
+    policy, tok = tiny
+    seen = {}
+    def metrics(prompts, completions):
+        seen["n"] = len(completions)
+        return {"mean_chars": statistics.fmean(len(c) for c in completions)}
+    task = dataclasses.replace(sentiment_task(), metrics=metrics)
+    ev = Evaluator(task, tok, prompts=task.eval_prompts[:3], max_new_tokens=4)
+    res = ev(policy)
+    assert seen["n"] == 3 and res["mean_chars"] == statistics.fmean(len(s["completion"]) for s in ev.last_samples)
+    clash = dataclasses.replace(task, metrics=lambda p, c: {"reward": 0.0})
+    with pytest.raises(ValueError, match="clash"): Evaluator(clash, tok, prompts=task.eval_prompts[:3], max_new_tokens=4)(policy)

@@ -289,3 +289,17 @@ def test_simplification_report():
     rep = simplification_report(src, ref, ref)
     assert rep["copy_rate"] == 0.0 and rep["bleu"] == pytest.approx(100) and rep["fkgl"] < rep["fkgl_source"] - 7
     assert math.isnan(simplification_report(src[:1], [""], ref[:1])["fkgl"])
+
+
+def test_training_rewards_identities():
+    "The label-free rewards of the study: a copy has similarity 1 (classifier-sim = classifier), neg-fkgl's limits, SARI's order."
+    from rlhf_ref.simplify import NO_WORDS_GRADE, SIMPLIFY_REWARDS, simplify_task, source_text
+    task = simplify_task()
+    assert sorted(task.rewards) == sorted(SIMPLIFY_REWARDS)
+    prompts = task.eval_prompts[:4]
+    sources, refs = [source_text(p) for p in prompts], [r["simple"] for r in load_simplify("test")[:4]]
+    r = lambda name, outs: task.training_reward(name)(prompts, outs)
+    assert r("classifier-sim", sources) == pytest.approx(r("classifier", sources), abs=1e-4)
+    assert r("neg-fkgl", ["", "...", *sources[2:]]) == [-NO_WORDS_GRADE, -NO_WORDS_GRADE, *[-fkgl(x) for x in sources[2:]]]
+    assert all(a > b for a, b in zip(r("sari", refs), r("sari", sources)))
+    assert r("classifier", [""] * 4) == [0.0] * 4
