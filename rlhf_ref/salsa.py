@@ -124,4 +124,4 @@ def make_experience(self: SALSA, ro: dict) -> dict:
 # %% ../nbs/44_salsa.ipynb #fd5202fb
 register_algo(AlgoInfo("salsa", SALSA, "SALSA (PPO from and towards a soup of two SFTs)", "2411.01798", "prompts",
                        needs_ref=True, needs_reward_model=False, online=True, notebook="44_salsa",
-                       status="implemented; tiny-model demo only (SmolLM2 claim not tested)"))
+                       status="implemented; tiny-model demo only (SmolLM2 claim not tested)"));
