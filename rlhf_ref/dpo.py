@@ -88,4 +88,5 @@ def loss(self: DPO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 
 register_algo(AlgoInfo("dpo", DPO, "DPO, cDPO, robust DPO, IPO, hinge", "2305.18290, 2403.00409, 2310.12036", "pairs",
                        needs_ref=True, needs_reward_model=False, online=False, notebook="20_dpo",
-                       status="implemented; sentiment claim: 1 seed with shuffled-label and length controls (3 seeds not yet run); robust-DPO noise claim shown on a bandit"))
+                       status="implemented; sentiment (3 seeds): ahead of its shuffled-label control in 3/3, not established (could not tell); "
+                              "robust-DPO noise claim shown on a bandit"))
