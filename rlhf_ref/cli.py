@@ -155,8 +155,8 @@ def cmd_train(args) -> int:
     out = Path(args.out or f"runs/{args.algo}-{args.task}")
     if (out / "checkpoints").exists() and not (args.resume or args.overwrite):  # fail before loading anything
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start again")
-    eval_prompts = get_task(args.task).eval_prompts[:args.n_eval_prompts] if args.n_eval_prompts else None
     info, task = algorithms()[args.algo], get_task(args.task)
+    eval_prompts = task.eval_prompts[:args.n_eval_prompts] if args.n_eval_prompts else None
     reward_fn = None if args.reward == "gold" else task.training_reward(args.reward)  # an unknown name fails here, before any model loads
     if reward_fn is not None and info.data != "prompts":
         raise ValueError(f"--reward is for online algorithms; {args.algo}'s {DATA_KINDS[info.data]} are built with the gold reward")

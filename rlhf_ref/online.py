@@ -36,6 +36,8 @@ def online_run(algo: OnlineAlgorithm, task: Task | str = "sentiment", model: str
     if set(prep) - {"policy", "ref", "prompts", "reward_fn"}:
         raise ValueError(f"{type(algo).__name__}.prepare may return policy, ref, prompts and reward_fn, not {sorted(set(prep) - {'policy', 'ref', 'prompts', 'reward_fn'})}")
     policy, prompts = prep.get("policy", policy), list(prep.get("prompts", prompts))
+    if prep.get("reward_fn") is not None and reward_fn is not None:
+        raise ValueError(f"{type(algo).__name__} trains on its own reward (its prepare returned one); do not pass reward_fn as well")
     reward_fn = prep.get("reward_fn") or reward_fn  # e.g. a reward model the stages trained (the gold reward is then recorded beside it)
     if not prompts: raise ValueError(f"{type(algo).__name__}.prepare left no prompts to train on")
     # the KL reference: what prepare chose, else a frozen copy of the policy RL starts from
