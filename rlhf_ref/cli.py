@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "report their implicit-reward accuracy at every evaluation (default 0)")
     t.add_argument("--label-noise", type=_fraction, default=0.0, help="preference pairs: swap chosen and rejected on this share "
                    "of the training pairs, a control (0.5: labels carry no information; default 0)")
-    t.add_argument("--reward", default="gold", help="online algorithms: train on this reward of the task instead of its gold "
-                   "reward, which still judges every evaluation (simplify: neg-fkgl, classifier, classifier-sim, sari; default gold)")
+    t.add_argument("--reward", default="gold", help="train on this reward of the task instead of its gold reward (online: the "
+                   "rollouts' reward; offline: what scores the sampled data, e.g. A-LoL's set or the pairs); the gold reward still "
+                   "judges every evaluation (simplify: neg-fkgl, classifier, classifier-sim, sari; default gold)")
     t.add_argument("--data-seed", type=int, default=None, help="seed of the sampled offline data (default: --seed); "
                    "fix it to compare training seeds on the same data")
     t.add_argument("--responses", choices=["auto", "references", "best"], default="auto", help="SFT's demonstrations: "
@@ -158,8 +159,6 @@ def cmd_train(args) -> int:
     info, task = algorithms()[args.algo], get_task(args.task)
     eval_prompts = task.eval_prompts[:args.n_eval_prompts] if args.n_eval_prompts else None
     reward_fn = None if args.reward == "gold" else task.training_reward(args.reward)  # an unknown name fails here, before any model loads
-    if reward_fn is not None and info.data != "prompts":
-        raise ValueError(f"--reward is for online algorithms; {args.algo}'s {DATA_KINDS[info.data]} are built with the gold reward")
     if info.data == "prompts":  # online: one step is one iteration of `batch_size` prompts (rlhf_ref.online)
         online_run(args.algo_obj, task, args.model, out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                    n_prompts=args.n_prompts, eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed,
@@ -175,7 +174,7 @@ def cmd_train(args) -> int:
     offline_run(args.algo_obj, args.task, args.model, out, data=info.data, steps=args.steps, batch_size=args.batch_size,
                 lr=args.lr, k=args.k, n_prompts=args.n_prompts, require_finished=not args.keep_unfinished,
                 eval_every=args.eval_every, eval_prompts=eval_prompts, seed=args.seed, data_seed=args.data_seed,
-                resume=args.resume, overwrite=args.overwrite, lora=lora_from_args(args),
+                resume=args.resume, overwrite=args.overwrite, lora=lora_from_args(args), data_reward=args.reward,
                 data_options={"responses": args.responses} if info.data == "responses" else
                              dict(heldout_pairs=args.heldout_pairs, label_noise=args.label_noise) if info.data == "pairs" else None)
     return 0

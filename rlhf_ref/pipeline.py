@@ -80,6 +80,7 @@ def offline_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)
                 task: Task | str = "sentiment", model: str | None = None, # None: the embedded SmolLM2
                 out_dir: str | Path = "runs/run", *, data: str | None = None, # data kind; None: the registry's for `algo`
                 data_options: dict | None = None, # the builder's own options, e.g. {"responses": "best"} or {"shuffled": 0.2}
+                data_reward: str | None = None, # score the data with this training reward of the task (`Task.scored_by`); gold judges
                 steps: int = 60, batch_size: int = 4, grad_accum: int = 1, lr: float = 2e-5, warmup_steps: int = 5,
                 max_grad_norm: float | None = 10.0, seed: int = 0, data_seed: int | None = None, # None: `seed`
                 k: int = 4, # reference samples per prompt
@@ -93,12 +94,13 @@ def offline_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)
     task, out_dir, t0 = get_task(task), Path(out_dir), time.time()
     kind = data or registered_kind(algo)
     build = data_builder(kind)  # an unknown kind fails before the model loads
+    data_task = task.scored_by(data_reward)  # so does an unknown reward name
     _say(f"[1/5] loading model {model or 'SmolLM2-135M-Instruct (embedded)'}", quiet)
     policy, tok = load_policy(model)
     ref = frozen_copy(policy) if lora is None else None  # under LoRA the trainer makes it: the policy, adapters off
     base = policy if ref is None else ref  # before training, with no adapter yet, the policy is the reference
-    _say(f"[2/5] {kind} data from the reference's samples on {task.name} (cached)", quiet)
-    ds, collate, info = build(algo, base, tok, task, k=k, n_prompts=n_prompts, seed=seed if data_seed is None else data_seed,
+    _say(f"[2/5] {kind} data from the reference's samples on {data_task.name} (cached)", quiet)
+    ds, collate, info = build(algo, base, tok, data_task, k=k, n_prompts=n_prompts, seed=seed if data_seed is None else data_seed,
                               train_seed=seed, require_finished=require_finished, draws=steps * batch_size * grad_accum,
                               max_length=max_length, max_prompt_length=max_prompt_length, progress=not quiet, **(data_options or {}))
     held_ds = info.pop("heldout_dataset", None)  # a builder's held-out pairs: scored at every evaluation, never trained on
@@ -106,7 +108,7 @@ def offline_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)
     cfg = TrainConfig(out_dir=str(out_dir), max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                       warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, eval_every=eval_every, seed=seed, progress=not quiet,
                       lora=lora)
-    run_info = dict(model=model or "smollm2", task=task.name, data=kind, data_seed=seed if data_seed is None else data_seed,
+    run_info = dict(model=model or "smollm2", task=task.name, data=kind, data_reward=data_reward or "gold", data_seed=seed if data_seed is None else data_seed,
                     **info, base_model=model or "smollm2")
     evaluator = Evaluator(task, tok, ref=ref, prompts=eval_prompts, seed=seed)
     eval_fn = evaluator if held_ds is None else lambda m: {**evaluator(m), **heldout_pair_metrics(m, held_ds, tok.pad_token_id)}

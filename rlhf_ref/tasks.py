@@ -6,7 +6,7 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/tasks.html.md"""
 
 # %% ../nbs/05_tasks.ipynb #9eece7f7
 from __future__ import annotations
-import importlib, math
+import dataclasses, importlib, math
 from dataclasses import dataclass, field
 from typing import Callable
 import torch
@@ -47,6 +47,11 @@ class Task:
         if name in (None, "gold"): return self.reward
         if name not in self.rewards: raise ValueError(f"task {self.name!r} has no reward {name!r}; it has {['gold', *sorted(self.rewards)]}")
         return self.rewards[name]
+
+    def scored_by(self, name: str | None = None) -> "Task":
+        "A copy whose gold reward is the training reward `name` (renamed `task[name]`, so cached data never mixes rewards)."
+        if name in (None, "gold"): return self
+        return dataclasses.replace(self, name=f"{self.name}[{name}]", reward_fn=self.training_reward(name))
 
     def __repr__(self):
         return f"Task({self.name!r}: {len(self.train_prompts)} train / {len(self.eval_prompts)} eval prompts; {self.description})"

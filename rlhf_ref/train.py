@@ -204,7 +204,7 @@ def load_checkpoint(self: Trainer, path: str | Path) -> None:
     if state.get("algo_state") is not None: self.algo.load_state_dict(state["algo_state"])
     metrics = self.out / "metrics.jsonl"
     if metrics.exists():
-        self.history = [r for r in read_jsonl(metrics) if r["step"] <= self.step and not (r["step"] == self.step and r.get("split") == "eval")]
+        self.history = [r for r in read_jsonl(metrics) if r["step"] <= self.step]  # an evaluation at the checkpoint step is kept
     self.acc.wait_for_everyone()  # every process has read the metrics before the main one rewrites them
     if metrics.exists() and self.acc.is_main_process: write_jsonl(metrics, self.history)
 
@@ -244,7 +244,8 @@ def train(self: Trainer, resume: bool = False, # continue from the newest checkp
                 raise KeyboardInterrupt(f"training interrupted at step {self.step}; checkpoint saved to {path}; "
                                         "run again with resume to continue")
             if self.cfg.save_every and self.step % self.cfg.save_every == 0: self.save_checkpoint()
-        self._evaluate()
+        if not any(r["step"] == self.step and r.get("split") == "eval" for r in self.history):
+            self._evaluate()  # resuming a finished run (or one saved right after an evaluation) does not evaluate twice
         self.save_checkpoint()
     finally:
         bar.close()

@@ -156,8 +156,30 @@ def test_train_help_names_the_offline_data():
 
 @pytest.mark.parametrize("args,msg", [
     (["--algo", "grpo", "--reward", "length"], "has no reward 'length'; it has ['gold', 'classifier', 'classifier-sim', 'neg-fkgl', 'sari']"),
-    (["--algo", "dpo", "--reward", "sari"], "--reward is for online algorithms"),
+    (["--algo", "alol", "--reward", "fkgl"], "has no reward 'fkgl'"),
 ])
 def test_a_training_reward_is_checked_before_loading(args, msg, tmp_path):
     r = cli("train", *args, "--task", "simplify", "--model", "./missing-model", "--out", str(tmp_path / "run"))
     assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_simplify_trains_on_a_label_free_reward_online_and_offline(tmp_path):
+    "PPO's rollouts and A-LoL's scored set both use --reward; the gold reward and the task's metrics judge the evaluations."
+    common = ["--task", "simplify", "--model", "tiny", "--n-prompts", "6", "--batch-size", "2", "--steps", "1",
+              "--n-eval-prompts", "2", "--reward", "classifier-sim"]
+    r = cli("train", "--algo", "ppo", *common, "--out", str(tmp_path / "ppo"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(l) for l in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    train, ev = [x for x in rows if x["split"] == "train"], [x for x in rows if x["split"] == "eval"]
+    assert train and "objective/gold" in train[0] and {"eval/sari", "eval/p_simple", "eval/empty_rate"} <= ev[-1].keys()
+    from rlhf_ref.simplify import load_simplify
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": r["original"]}) + "\n" for r in load_simplify("test")[:2]))
+    r = cli("eval", "--task", "simplify", "--policy", str(tmp_path / "ppo" / "policy"), "--prompts", str(tmp_path / "p.jsonl"))
+    res = json.loads(r.stdout)
+    assert r.returncode == 0 and res["ref"] == "tiny" and res["count"] == 2, r.stderr[-2000:]
+    assert {"sari", "bleu", "fkgl", "similarity", "copy_rate", "length_ratio", "p_simple", "empty_rate"} <= res.keys(), res
+    r = cli("train", "--algo", "alol", *common, "--k", "2", "--out", str(tmp_path / "alol"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "simplify[classifier-sim]" in r.stdout, r.stdout
+    cfg = json.loads((tmp_path / "alol" / "config.json").read_text())
+    assert json.dumps(cfg).count('"data_reward": "classifier-sim"') == 1, cfg

@@ -42,6 +42,22 @@ def test_resume_after_a_crash_is_bit_identical(tiny, rows, tmp_path):
     assert [r["loss"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")] == [r["loss"] for r in straight.history]
 
 
+def test_resume_keeps_the_evaluation_at_the_checkpoint_step_and_never_evaluates_twice(tiny, rows, tmp_path):
+    "A checkpoint saved right after an evaluation (step 6 here) keeps that row; resuming a finished run adds none."
+    _, tok = tiny
+    evals = lambda path: [r["step"] for r in read_jsonl(path / "metrics.jsonl") if r["split"] == "eval"]
+    score = lambda m: {"norm": float(sum(p.float().norm() for p in m.parameters()))}
+    straight = make(tmp_path / "a", rows, tok, eval_every=6); straight.eval_fn = score; straight.train()
+    assert evals(tmp_path / "a") == [0, 6, 8]
+    crashed = make(tmp_path / "b", rows, tok, crash_at=15, eval_every=6); crashed.eval_fn = score
+    with pytest.raises(Crash): crashed.train()
+    resumed = make(tmp_path / "b", rows, tok, eval_every=6); resumed.eval_fn = score; resumed.train(resume=True)
+    assert evals(tmp_path / "b") == [0, 6, 8]
+    assert [r.get("eval/norm") for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")] == [r.get("eval/norm") for r in straight.history]
+    again = make(tmp_path / "b", rows, tok, eval_every=6); again.eval_fn = score; again.train(resume=True)
+    assert evals(tmp_path / "b") == [0, 6, 8]
+
+
 def test_resume_needs_a_checkpoint_and_a_run_is_not_overwritten(tiny, rows, tmp_path):
     _, tok = tiny
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"): make(tmp_path, rows, tok).train(resume=True)
