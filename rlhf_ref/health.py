@@ -54,12 +54,13 @@ def _run(name: str, seed: int, root, train) -> Path:
 
 def sft_policy(seed: int, *, root=None, model: str | None = None, cfg: dict | None = None, quiet: bool = True) -> Path:
     "SFT of `model` (default the embedded SmolLM2) on the corpus's train pairs: the written simplifications."
-    return _run("sft", seed, root, lambda out: offline_run(SFT(), study_task(), model, out, seed=seed, eval_every=0,
-                                                           quiet=quiet, overwrite=True, **(cfg or SFT_CFG)))
+    return _run("sft", seed, root, lambda out: offline_run(SFT(), study_task(), model, out, data="responses", seed=seed,
+                                                           eval_every=0, quiet=quiet, overwrite=True,
+                                                           **(cfg or SFT_CFG)))
 
 def ppo_policy(reward: str, seed: int, *, root=None, model: str | None = None, cfg: dict | None = None,
                sft_cfg: dict | None = None, quiet: bool = True) -> Path:
-    "PPO from the SFT policy (and referenced to it) on the train sources, rewarded by `reward`; no reference text is read."
+    "PPO from the SFT policy (its KL reference too) on the train sources, rewarded by `reward`; reads no labels."
     def train(out):
         task = study_task()
         return online_run(PPO(), task, str(sft_policy(seed, root=root, model=model, cfg=sft_cfg)), out, seed=seed,
@@ -71,13 +72,14 @@ def alol_policy(seed: int, reward: str = "classifier-sim", *, root=None, model: 
                 cfg: dict | None = None, sft_cfg: dict | None = None, quiet: bool = True) -> Path:
     "A-LoL from the SFT policy on its own samples of the train sources, scored by `reward`."
     return _run(f"alol-{reward}", seed, root, lambda out: offline_run(
-        ALoL(), study_task(reward), str(sft_policy(seed, root=root, model=model, cfg=sft_cfg)), out, seed=seed,
-        eval_every=0, quiet=quiet, overwrite=True, **(cfg or ALOL_CFG)))
+        ALoL(), study_task(reward), str(sft_policy(seed, root=root, model=model, cfg=sft_cfg)), out, data="scored",
+        seed=seed, eval_every=0, quiet=quiet, overwrite=True, **(cfg or ALOL_CFG)))
 
 # %% ../nbs/50_health_simplification.ipynb #4b1af489
-def test_outputs(name: str, policy, seed: int = 0, *, root=None, n: int | None = None # first n test sources (None: all 40)
+def test_outputs(name: str, policy, seed: int = 0, *, root=None,
+                 n: int | None = None # first n test sources (None: all 40)
                 ) -> dict:
-    "Greedy outputs of `policy` (a folder; None: the embedded SmolLM2) on the test sources, with every metric and reward."
+    "Greedy outputs of `policy` (a folder; None: the embedded SmolLM2) on the test sources, with metrics and rewards."
     path = Path(root or study_dir()) / "test" / f"{name}-s{seed}.json"
     if path.exists(): return json.loads(path.read_text())
     task = simplify_task("test")
@@ -90,7 +92,8 @@ def test_outputs(name: str, policy, seed: int = 0, *, root=None, n: int | None =
                **{f"reward/{k}": statistics.fmean(v) for k, v in rewards.items()},
                finished=statistics.fmean(s["finished"] for s in samples),
                words=statistics.fmean(len(words_of(y)) for y in outs),
-               outputs=[dict(source=source_text(p), output=y, finished=s["finished"], **{k: v[i] for k, v in rewards.items()})
+               outputs=[dict(source=source_text(p), output=y, finished=s["finished"],
+                             **{k: v[i] for k, v in rewards.items()})
                         for i, (p, y, s) in enumerate(zip(prompts, outs, samples))])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res))
@@ -120,8 +123,8 @@ def plot_sari_fkgl(systems: dict[str, list[dict]]) -> go.Figure:
     for name, rs in systems.items():
         fig.add_scatter(x=[r["fkgl"] for r in rs], y=[r["sari"] for r in rs], mode="markers", name=name,
                         marker=dict(size=11), hovertext=[f"{name}, seed {r['seed']}" for r in rs])
-    return fig.update_layout(xaxis_title="FKGL of the outputs (grade; lower is simpler)", yaxis_title="SARI (test split)",
-                             height=420, margin=dict(t=30))
+    return fig.update_layout(xaxis_title="FKGL of the outputs (grade; lower is simpler)",
+                             yaxis_title="SARI (test split)", height=420, margin=dict(t=30))
 
 def side_by_side(systems: dict[str, list[dict]], rows: list[int], seed: int = 0) -> str:
     "Markdown: for each test row index, the source and every system's output at `seed`."
