@@ -9,7 +9,7 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/health_simplification.html.md"""
 
 # %% ../nbs/50_health_simplification.ipynb #f641a182
 from __future__ import annotations
-import dataclasses, json, math, statistics
+import dataclasses, json, math, shutil, statistics
 from pathlib import Path
 import plotly.graph_objects as go
 from .alol import ALoL
@@ -50,6 +50,7 @@ def _run(name: str, seed: int, root, train) -> Path:
     if not (out / "done.json").exists():
         res = train(out)
         (out / "done.json").write_text(json.dumps(dict(seconds=res["seconds"])))
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a finished run is never resumed; PPO's are ~1.6 GB
     return out / "policy"
 
 def sft_policy(seed: int, *, root=None, model: str | None = None, cfg: dict | None = None, quiet: bool = True) -> Path:

@@ -71,7 +71,9 @@ def data_builder(kind: str) -> Callable:
 
 def registered_kind(algo) -> str:
     "The data kind the registry records for `algo`'s class."
-    kinds = {info.data for info in algorithms().values() if info.cls is type(algo)}
+    # by name as well as identity: a notebook that defines and registers its own copy of a class (nbdev-test runs several
+    # notebooks in one process) must not hide the package's class of the same name
+    kinds = {info.data for info in algorithms().values() if info.cls is type(algo) or info.cls.__name__ == type(algo).__name__}
     if len(kinds) != 1: raise ValueError(f"{type(algo).__name__} is not in the algorithm registry: pass data= (one of {sorted(OFFLINE_DATA)})")
     return kinds.pop()
 

@@ -35,3 +35,17 @@ def test_study_task_scores_by_the_reward_and_keeps_test_out(reward):
     test = {m["content"] for p in study_task().eval_prompts for m in p}
     from rlhf_ref.simplify import load_simplify
     assert not any(r["original"] in t for r in load_simplify("test") for t in test)
+
+
+def test_registry_lookup_survives_a_notebook_copy_of_the_class(monkeypatch):
+    "nbdev-test runs notebooks in one process: a notebook's own `SFT` re-registered under 'sft' must not hide the package's."
+    import dataclasses
+    from rlhf_ref import algos, sft
+    from rlhf_ref.pipeline import registered_kind
+    algos.algorithms()
+
+    @dataclasses.dataclass
+    class SFT(sft.SFT): pass  # what a notebook's cells define and register
+
+    monkeypatch.setitem(algos.ALGOS, "sft", dataclasses.replace(algos.ALGOS["sft"], cls=SFT))
+    assert registered_kind(sft.SFT()) == "responses" and registered_kind(SFT()) == "responses"
