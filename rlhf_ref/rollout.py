@@ -97,7 +97,7 @@ def rollout(policy, tokenizer, prompts: list, # strings or message lists
             batch_size: int = 64, # rows per call to `generate` and per scoring forward
             gold_fn: Callable | None = None, # a second reward recorded as `gold` (e.g. the task's, when training on a proxy)
            ) -> dict:
-    "Sample, cut after EOS, score once: a dict of (B, ...) tensors plus `prompts` and `completions` (B = n x prompts)."
+    "Sample, cut after EOS, score once: (B, ...) tensors, `prompts`, `completions`, `temperature`, `top_p` (B = n x prompts)."
     check_range("temperature", temperature, 0, lo_open=True)  # 0 would be greedy: no policy to train
     rows = [p for p in prompts for _ in range(n)]
     contexts = [encode_prompt(tokenizer, p) for p in rows]
@@ -115,7 +115,8 @@ def rollout(policy, tokenizer, prompts: list, # strings or message lists
     completions = [tokenizer.decode(ids, skip_special_tokens=True) for ids, _ in new]
     ro["scores"] = torch.tensor(reward_fn(rows, completions), dtype=torch.float32)
     if gold_fn is not None: ro["gold"] = torch.tensor(gold_fn(rows, completions), dtype=torch.float32)
-    ro.update(prompts=rows, completions=completions, time_generate=t1 - t0, time_score=time.perf_counter() - t1)
+    ro.update(prompts=rows, completions=completions, temperature=temperature, top_p=top_p, time_generate=t1 - t0,
+              time_score=time.perf_counter() - t1)
     return ro
 
 # %% ../nbs/07a_rollout.ipynb #10030378

@@ -118,7 +118,7 @@ def make_experience(self: SALSA, ro: dict) -> dict:
         mask, R = ro["response_mask"].float(), ro["response_mask"].shape[1]
         for i, sft in enumerate(self.sfts, 1):
             with torch.no_grad():
-                lp = policy_forward(sft, ro["input_ids"], ro["attention_mask"], R, temperature=ro.get("temperature", 1.0))["logps"]
+                lp = policy_forward(sft, ro["input_ids"], ro["attention_mask"], R, temperature=ro["temperature"])["logps"]
             m[f"objective/kl_sft{i}"] = ((ro["logps"] - lp) * mask).sum(1).mean()
     return m
 

@@ -60,3 +60,21 @@ def test_prepare_soups_two_cached_sfts_and_kl_is_zero_at_step_zero(tmp_path):
     # alpha = 1: PPO from SFT1 with SFT1 as reference; resuming, the SFTs come from the cache, unchanged
     algo1, _, _, prep1 = _prepare(1.0, tmp_path, resume=True)
     assert _same(algo1.sfts[0], sft1) and _same(prep1["policy"], sft1) and _same(prep1["ref"], sft1)
+
+
+def test_kl_to_each_sft_is_taken_at_the_sampling_temperature(tmp_path):
+    "A rollout sampled at T != 1 records T; the KL to each SFT divides the SFT's logits by that T too."
+    from rlhf_ref.rollout import policy_forward
+    torch.set_num_threads(1)
+    algo, _, tok, prep = _prepare(0.5, tmp_path)
+    attach_value(prep["policy"])
+    ro = rollout(prep["policy"], tok, ["The film was", "I think"], lambda p, c: [0.0] * len(c), ref=prep["ref"],
+                 max_new_tokens=6, temperature=0.5)
+    assert ro["temperature"] == 0.5 and ro["top_p"] == 1.0
+    mask, R = ro["response_mask"].float(), ro["response_mask"].shape[1]
+    kl_at = lambda t: ((ro["logps"] - policy_forward(algo.sfts[0], ro["input_ids"], ro["attention_mask"], R,
+                                                     temperature=t)["logps"]) * mask).sum(1).mean()
+    with torch.no_grad(): at_half, at_one = kl_at(0.5), kl_at(1.0)
+    m = algo.make_experience(ro)
+    torch.testing.assert_close(m["objective/kl_sft1"], at_half)
+    assert abs(float(at_half - at_one)) > 1e-3  # the temperature matters, so the test could fail
