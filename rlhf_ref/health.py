@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses, json, math, shutil, statistics
 from pathlib import Path
 import plotly.graph_objects as go
+import sacrebleu
 from .alol import ALoL
 from .core import cache_dir
 from .experiments import summarize
@@ -21,12 +22,14 @@ from .online import online_run
 from .pipeline import offline_run
 from .ppo import PPO
 from .sft import SFT
-from .simplify import load_simplify, simplify_metrics, simplify_rewards, simplify_task, source_text, words_of
+from .simplify import (load_simplify, simplify_metrics, simplify_references, simplify_rewards, simplify_task,
+                               source_text, words_of)
 from .tasks import Task
 
 # %% auto #0
 __all__ = ['SFT_CFG', 'PPO_CFG', 'ALOL_CFG', 'N_VAL', 'TABLE', 'study_dir', 'study_task', 'sft_policy', 'ppo_policy',
-           'alol_policy', 'test_outputs', 'study_table', 'plot_sari_fkgl', 'side_by_side']
+           'alol_policy', 'test_outputs', 'study_table', 'plot_sari_fkgl', 'side_by_side', 'length_controls',
+           'length_matched_sari']
 
 # %% ../nbs/50_health_simplification.ipynb #2682a124
 SFT_CFG = dict(steps=40, batch_size=4, lr=2e-5, warmup_steps=4)  # one pass over the 160 train pairs
@@ -138,3 +141,26 @@ def side_by_side(systems: dict[str, list[dict]], rows: list[int], seed: int = 0)
             out.append(f"- *{name}:* {r['outputs'][i]['output'].strip() or '(empty)'}")
         out.append("")
     return "\n".join(out)
+
+# %% ../nbs/50_health_simplification.ipynb #7f65b5e4
+def length_controls(result: dict) -> dict:
+    "BLEU's brevity penalty, BLEU without it (the n-gram precisions' geometric mean) and the output/reference length."
+    refs = simplify_references()
+    outs = [o["output"] for o in result["outputs"]]
+    b = sacrebleu.corpus_bleu(outs, [[refs[o["source"]] for o in result["outputs"]]])
+    return dict(bleu_bp=b.bp, bleu_no_bp=b.score / b.bp if b.bp > 0 else 0.0, length_ratio_ref=b.sys_len / max(b.ref_len, 1))
+
+def length_matched_sari(a: list[dict], b: list[dict], # two systems' `test_outputs` results, one per seed
+                        tol: float = 0.25 # word counts may differ by at most this fraction of the longer output
+                       ) -> tuple[list[dict], list[dict]]:
+    "For each seed both ran: each system's mean sentence SARI over the sources where their outputs have about equal length."
+    b_at = {r["seed"]: r for r in b}
+    rows_a, rows_b = [], []
+    for ra in a:
+        if ra["seed"] not in b_at: continue
+        keep = [(oa, ob) for oa, ob in zip(ra["outputs"], b_at[ra["seed"]]["outputs"])
+                if (la := len(words_of(oa["output"]))) and (lb := len(words_of(ob["output"]))) and abs(la - lb) <= tol * max(la, lb)]
+        for rows, side in ((rows_a, 0), (rows_b, 1)):  # the per-output `sari` reward is SARI / 100
+            rows.append(dict(seed=ra["seed"], n_matched=len(keep),
+                             sari_matched=100 * statistics.fmean(p[side]["sari"] for p in keep) if keep else math.nan))
+    return rows_a, rows_b

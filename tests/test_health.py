@@ -49,3 +49,31 @@ def test_registry_lookup_survives_a_notebook_copy_of_the_class(monkeypatch):
 
     monkeypatch.setitem(algos.ALGOS, "sft", dataclasses.replace(algos.ALGOS["sft"], cls=SFT))
     assert registered_kind(sft.SFT()) == "responses" and registered_kind(SFT()) == "responses"
+
+
+def _scored(seed, pairs):
+    "A `test_outputs`-like result: (source, output, per-output sari reward) triples."
+    return dict(seed=seed, outputs=[dict(source=x, output=y, sari=s) for x, y, s in pairs])
+
+
+def test_length_controls_split_bleu_into_brevity_and_precision():
+    from rlhf_ref.health import length_controls
+    from rlhf_ref.simplify import simplify_references
+    refs = list(simplify_references().items())[:5]
+    same = length_controls(_scored(0, [(x, y, 0.0) for x, y in refs]))
+    assert same["bleu_bp"] == 1.0 and abs(same["bleu_no_bp"] - 100) < 1e-6 and same["length_ratio_ref"] == 1.0
+    short = length_controls(_scored(0, [(x, " ".join(y.split()[:3]), 0.0) for x, y in refs]))
+    assert short["bleu_bp"] < 0.3 and short["bleu_no_bp"] > 90  # every word right, most of them missing
+    longer = length_controls(_scored(0, [(x, y + " " + y, 0.0) for x, y in refs]))
+    assert longer["bleu_bp"] == 1.0 and longer["length_ratio_ref"] == 2.0 and longer["bleu_no_bp"] < 80
+
+
+def test_length_matched_sari_keeps_only_similar_lengths_and_common_seeds():
+    from rlhf_ref.health import length_matched_sari
+    a = [_scored(0, [("s1", "a b c d", 0.6), ("s2", "a", 0.9), ("s3", "", 0.0)]), _scored(2, [("s1", "a b", 0.1)] * 3)]
+    b = [_scored(0, [("s1", "a b c", 0.2), ("s2", "a b c d e", 0.1), ("s3", "x y", 0.5)]), _scored(1, [("s1", "a", 0.3)] * 3)]
+    ra, rb = length_matched_sari(a, b)  # seed 0 only; s2 (1 vs 5 words) and s3 (empty) dropped; 4 vs 3 words is within 25%
+    assert [r["seed"] for r in ra] == [0] == [r["seed"] for r in rb] and ra[0]["n_matched"] == 1
+    assert abs(ra[0]["sari_matched"] - 60) < 1e-9 and abs(rb[0]["sari_matched"] - 20) < 1e-9
+    ra, _ = length_matched_sari(a, b, tol=0.0)
+    assert ra[0]["n_matched"] == 0 and math.isnan(ra[0]["sari_matched"])
