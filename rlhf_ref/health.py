@@ -22,8 +22,8 @@ from .online import online_run
 from .pipeline import offline_run
 from .ppo import PPO
 from .sft import SFT
-from .simplify import (load_simplify, simplify_metrics, simplify_references, simplify_rewards, simplify_task,
-                               source_text, words_of)
+from .simplify import load_simplify, simplify_metrics, simplify_references, simplify_rewards, simplify_task
+from .simplify import source_text, words_of
 from .tasks import Task
 
 # %% auto #0
@@ -148,18 +148,21 @@ def length_controls(result: dict) -> dict:
     refs = simplify_references()
     outs = [o["output"] for o in result["outputs"]]
     b = sacrebleu.corpus_bleu(outs, [[refs[o["source"]] for o in result["outputs"]]])
-    return dict(bleu_bp=b.bp, bleu_no_bp=b.score / b.bp if b.bp > 0 else 0.0, length_ratio_ref=b.sys_len / max(b.ref_len, 1))
+    return dict(bleu_bp=b.bp, bleu_no_bp=b.score / b.bp if b.bp > 0 else 0.0,
+                length_ratio_ref=b.sys_len / max(b.ref_len, 1))
 
 def length_matched_sari(a: list[dict], b: list[dict], # two systems' `test_outputs` results, one per seed
                         tol: float = 0.25 # word counts may differ by at most this fraction of the longer output
                        ) -> tuple[list[dict], list[dict]]:
-    "For each seed both ran: each system's mean sentence SARI over the sources where their outputs have about equal length."
+    "Per seed both ran: each system's mean sentence SARI over the sources where their outputs have about equal length."
     b_at = {r["seed"]: r for r in b}
     rows_a, rows_b = [], []
     for ra in a:
         if ra["seed"] not in b_at: continue
-        keep = [(oa, ob) for oa, ob in zip(ra["outputs"], b_at[ra["seed"]]["outputs"])
-                if (la := len(words_of(oa["output"]))) and (lb := len(words_of(ob["output"]))) and abs(la - lb) <= tol * max(la, lb)]
+        lengths = [(len(words_of(oa["output"])), len(words_of(ob["output"])))
+                   for oa, ob in zip(ra["outputs"], b_at[ra["seed"]]["outputs"])]
+        keep = [(oa, ob) for oa, ob, (la, lb) in zip(ra["outputs"], b_at[ra["seed"]]["outputs"], lengths)
+                if la and lb and abs(la - lb) <= tol * max(la, lb)]
         for rows, side in ((rows_a, 0), (rows_b, 1)):  # the per-output `sari` reward is SARI / 100
             rows.append(dict(seed=ra["seed"], n_matched=len(keep),
                              sari_matched=100 * statistics.fmean(p[side]["sari"] for p in keep) if keep else math.nan))
