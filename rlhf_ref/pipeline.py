@@ -71,10 +71,13 @@ def data_builder(kind: str) -> Callable:
 
 def registered_kind(algo) -> str:
     "The data kind the registry records for `algo`'s class."
-    # by name as well as identity: a notebook that defines and registers its own copy of a class (nbdev-test runs several
-    # notebooks in one process) must not hide the package's class of the same name
-    kinds = {info.data for info in algorithms().values() if info.cls is type(algo) or info.cls.__name__ == type(algo).__name__}
-    if len(kinds) != 1: raise ValueError(f"{type(algo).__name__} is not in the algorithm registry: pass data= (one of {sorted(OFFLINE_DATA)})")
+    cls, infos = type(algo), algorithms().values()
+    kinds = {info.data for info in infos if info.cls is cls}
+    if not kinds:  # a notebook's own copy of a registered class (nbdev-test runs notebooks in one process): by name
+        kinds = {info.data for info in infos if info.cls.__name__ == cls.__name__}
+    if len(kinds) != 1:
+        why = "is not in the algorithm registry" if not kinds else f"names registered classes of several data kinds {sorted(kinds)}"
+        raise ValueError(f"{cls.__name__} {why}: pass data= (one of {sorted(OFFLINE_DATA)})")
     return kinds.pop()
 
 # %% ../nbs/09_pipeline.ipynb #eda12175
@@ -82,7 +85,7 @@ def offline_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)
                 task: Task | str = "sentiment", model: str | None = None, # None: the embedded SmolLM2
                 out_dir: str | Path = "runs/run", *, data: str | None = None, # data kind; None: the registry's for `algo`
                 data_options: dict | None = None, # the builder's own options, e.g. {"responses": "best"} or {"shuffled": 0.2}
-                data_reward: str | None = None, # score the data with this training reward of the task (`Task.scored_by`); gold judges
+                data_reward: str | None = None, # score the data with this training reward (`Task.scored_by`)
                 steps: int = 60, batch_size: int = 4, grad_accum: int = 1, lr: float = 2e-5, warmup_steps: int = 5,
                 max_grad_norm: float | None = 10.0, seed: int = 0, data_seed: int | None = None, # None: `seed`
                 k: int = 4, # reference samples per prompt
@@ -96,7 +99,7 @@ def offline_run(algo, # an `rlhf_ref.algos.Algorithm`: `loss(batch, policy, ref)
     task, out_dir, t0 = get_task(task), Path(out_dir), time.time()
     kind = data or registered_kind(algo)
     build = data_builder(kind)  # an unknown kind fails before the model loads
-    data_task = task.scored_by(data_reward)  # so does an unknown reward name
+    data_task = task.scored_by(data_reward)  # an unknown reward name fails here too; the gold reward still judges
     _say(f"[1/5] loading model {model or 'SmolLM2-135M-Instruct (embedded)'}", quiet)
     policy, tok = load_policy(model)
     ref = frozen_copy(policy) if lora is None else None  # under LoRA the trainer makes it: the policy, adapters off

@@ -77,3 +77,23 @@ def test_length_matched_sari_keeps_only_similar_lengths_and_common_seeds():
     assert abs(ra[0]["sari_matched"] - 60) < 1e-9 and abs(rb[0]["sari_matched"] - 20) < 1e-9
     ra, _ = length_matched_sari(a, b, tol=0.0)
     assert ra[0]["n_matched"] == 0 and math.isnan(ra[0]["sari_matched"])
+
+
+def test_registry_lookup_prefers_the_class_itself_and_names_an_ambiguous_name(monkeypatch):
+    "An exact class wins over a same-named one; two same-named registered classes of different data kinds are an error."
+    import dataclasses
+    from rlhf_ref import algos, sft
+    from rlhf_ref.pipeline import registered_kind
+    algos.algorithms()
+
+    @dataclasses.dataclass
+    class SFT(sft.SFT): pass
+
+    monkeypatch.setitem(algos.ALGOS, "sft-copy", dataclasses.replace(algos.ALGOS["sft"], name="sft-copy", cls=SFT, data="pairs"))
+    assert registered_kind(sft.SFT()) == "responses" and registered_kind(SFT()) == "pairs"  # each finds its own entry
+
+    @dataclasses.dataclass
+    class Unregistered(sft.SFT): pass
+
+    Unregistered.__name__ = "SFT"  # same name as two entries with different kinds
+    with pytest.raises(ValueError, match="several data kinds"): registered_kind(Unregistered())
