@@ -72,8 +72,8 @@ def main():
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.probe: return memory_probe(args.probe, device, args.rank)
-    built = {n: setup(n, device, args.rank) for n in ALL}
-    for n in ALL:
+    built = {n: setup(n, device, args.rank) for n in ALL} if args.rounds else {}  # --rounds 0: peak memory only
+    for n in built:
         for _ in range(args.warmup): built[n][0]()
     times, rng = {n: [] for n in ALL}, random.Random(0)
     for _ in range(args.rounds):
@@ -81,7 +81,7 @@ def main():
             sync(device); t = time.perf_counter(); built[n][0](); sync(device)
             times[n].append(time.perf_counter() - t)
     out = {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-           "rank": args.rank, "trainable": {n: built[n][1] for n in ALL},
+           "rank": args.rank, "trainable": {n: b[1] for n, b in built.items()},
            "median_s": {n: round(statistics.median(v), 3) for n, v in times.items() if v},
            "times_s": {n: [round(t, 3) for t in v] for n, v in times.items()}}
     if out["median_s"]: out["lora/full time"] = round(out["median_s"]["lora"] / out["median_s"]["full"], 3)

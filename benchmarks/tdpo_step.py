@@ -68,19 +68,20 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kw = dict(model=args.model, pairs=args.pairs, resp_tokens=args.resp_tokens)
     if args.probe: return memory_probe(args.probe, device, **kw)
-    steps = {n: setup(n, device, **kw) for n in ALL}
-    for n in ALL:
+    steps = {n: setup(n, device, **kw) for n in ALL} if args.rounds else {}  # --rounds 0: peak memory only
+    for n in steps:
         for _ in range(args.warmup): steps[n]()
     times, rng = {n: [] for n in ALL}, random.Random(0)
     for _ in range(args.rounds):
         for n in rng.sample(ALL, len(ALL)):
             sync(device); t = time.perf_counter(); steps[n](); sync(device)
             times[n].append(time.perf_counter() - t)
-    med = {n: statistics.median(v) for n, v in times.items()}
+    med = {n: statistics.median(v) for n, v in times.items() if v}
     out = {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
            "torch": torch.__version__, "model": args.model or "smollm2", "pairs": args.pairs, "resp_tokens": args.resp_tokens,
            "rounds": args.rounds, "median_step_s": med, "all_step_s": times,
-           "time_ratios": {"tdpo/dpo": med["tdpo"] / med["dpo"], "tdpo/dpo_precomputed": med["tdpo"] / med["dpo_precomputed"]}}
+           "time_ratios": {"tdpo/dpo": med["tdpo"] / med["dpo"], "tdpo/dpo_precomputed": med["tdpo"] / med["dpo_precomputed"]}
+                          if med else {}}
     if not args.no_memory:
         mem = {}
         for n in ALL:

@@ -30,7 +30,7 @@ class GaussianHeads(torch.nn.Module):
 
     def forward(self, features: torch.Tensor # (N, H)
                ) -> torch.Tensor:
-        out = self.linear(features).view(-1, self.k, 2)
+        out = self.linear(features.to(self.linear.weight.device)).view(-1, self.k, 2)  # features follow the heads
         return torch.stack([out[..., 0], F.softplus(out[..., 1]) + self.min_sigma], -1)  # (N, k, 2)
 
 # %% ../nbs/11a_brme.ipynb #d48e86b0

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['set_seed', 'default_device', 'default_dtype', 'cache_dir', 'data_dir', 'write_jsonl', 'read_jsonl', 'check_range',
-           'check_choice', 'NonFiniteLossError', 'check_finite', 'fingerprint']
+__all__ = ['set_seed', 'default_device', 'default_dtype', 'to_device', 'cache_dir', 'data_dir', 'write_jsonl', 'read_jsonl',
+           'check_range', 'check_choice', 'NonFiniteLossError', 'check_finite', 'fingerprint']
 
 # %% ../nbs/00_core.ipynb #e00e6b05
 def set_seed(seed: int # the seed for python's `random`, numpy and torch (CPU and CUDA)
@@ -37,6 +37,16 @@ def default_dtype(device: torch.device | str | None = None # where the model wil
     "fp32 on CPU (bf16 is slow there), bf16 on CUDA."
     device = torch.device(device) if device is not None else default_device()
     return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+def to_device(x, # a tensor, or a dict, list or tuple holding tensors (nested); anything else is returned as it is
+              where, # a device, a device name, or a module (its first parameter's device)
+             ):
+    "`x` with its tensors moved to `where`: no copy for a tensor already there."
+    if isinstance(where, torch.nn.Module): where = next(where.parameters()).device
+    if torch.is_tensor(x): return x.to(where)
+    if isinstance(x, dict): return {k: to_device(v, where) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return type(x)(to_device(v, where) for v in x)
+    return x
 
 # %% ../nbs/00_core.ipynb #3c53e094
 def cache_dir(*parts: str) -> Path:

@@ -65,6 +65,7 @@ def flip_auroc(weights, # w of each row, shape (N,)
                flipped, # True where the label was flipped on purpose, shape (N,)
               ) -> float:
     "AUROC of 1 - w as a detector of flipped labels: P(w_flipped < w_clean), ties counting half (Mann-Whitney)."
+    weights, flipped = (v.detach().cpu() if torch.is_tensor(v) else v for v in (weights, flipped))  # any device
     w, f = np.asarray(weights, dtype=float), np.asarray(flipped, dtype=bool)
     if f.all() or not f.any(): raise ValueError("flip_auroc needs both flipped and clean rows")
     below = (w[f][:, None] < w[~f][None, :]).mean() + 0.5 * (w[f][:, None] == w[~f][None, :]).mean()

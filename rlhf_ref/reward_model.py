@@ -45,7 +45,7 @@ class LinearHead(torch.nn.Module):
 
     def forward(self, features: torch.Tensor # (N, H) hidden states
                ) -> torch.Tensor:
-        out = self.linear(features)  # (N, n_out)
+        out = self.linear(features.to(self.linear.weight.device))  # (N, n_out); features follow the head
         return out.squeeze(-1) if self.n_out == 1 else out
 
 # %% ../nbs/11_reward_model.ipynb #fb7f20a0
@@ -58,7 +58,8 @@ class MLPHead(torch.nn.Module):
         self.inp = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(hidden_size, width), torch.nn.GELU())
         self.out = torch.nn.Linear(width, n_out, bias=False)
 
-    def embed(self, features: torch.Tensor) -> torch.Tensor: return self.inp(features)  # (N, width)
+    def embed(self, features: torch.Tensor) -> torch.Tensor:  # (N, width); features follow the head
+        return self.inp(features.to(self.out.weight.device))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.out(self.embed(features))
@@ -77,6 +78,8 @@ class RewardModel(torch.nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         "Final hidden state at each row's last real token, (B, H); padding on either side."
+        device = next(self.backbone.parameters()).device  # inputs follow the model (a no-op when they are there)
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # count real tokens only
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                use_cache=False).last_hidden_state  # (B, L, H)
@@ -264,6 +267,7 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 
 def spearman(x, y) -> float:
     "Spearman's rank correlation of two sequences (ties get average ranks; nan when one is constant)."
+    x, y = (v.detach().cpu() if torch.is_tensor(v) else v for v in (x, y))  # tensors on any device
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if len(x) != len(y) or len(x) < 2: raise ValueError(f"spearman needs two sequences of equal length >= 2, got {len(x)} and {len(y)}")
     rx, ry = _ranks(x) - (len(x) - 1) / 2, _ranks(y) - (len(y) - 1) / 2

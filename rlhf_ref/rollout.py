@@ -63,6 +63,8 @@ def policy_forward(model, input_ids: torch.Tensor, # (B, P+R) left-padded prompt
                    entropy: bool = False # also return the entropy of the tempered distribution at each position
                   ) -> dict:
     "`logps` (B, R) of the response tokens and, if asked, `values` and `entropy` (B, R)."
+    device = next(model.parameters()).device  # inputs follow the model (a no-op when they are there already)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
                   position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
     value_fn = _value_of(model) if values else None
@@ -249,7 +251,8 @@ def bandit_policy(task, seed: int = 0, steps: int = 20, lr: float = 5e-2):
     policy, tok = tiny_policy(seed)
     ids = [tok(a, add_special_tokens=False)["input_ids"] for a in task.answers]
     if any(len(i) != 1 for i in ids): raise ValueError("bandit answers must be single tokens")
-    prompt, targets = torch.tensor([encode_prompt(tok, task.prompt)]), torch.tensor([i[0] for i in ids])
+    dev = next(policy.parameters()).device
+    prompt, targets = torch.tensor([encode_prompt(tok, task.prompt)], device=dev), torch.tensor([i[0] for i in ids], device=dev)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     for _ in range(steps):
         logp = policy(prompt).logits[0, -1].log_softmax(-1)

@@ -119,6 +119,7 @@ def make_experience(self: SALSA, ro: dict) -> dict:
         for i, sft in enumerate(self.sfts, 1):
             with torch.no_grad():
                 lp = policy_forward(sft, ro["input_ids"], ro["attention_mask"], R, temperature=ro["temperature"])["logps"]
+            lp = lp.to(ro["logps"].device)  # rollouts live on the CPU; the SFT may be on a GPU
             m[f"objective/kl_sft{i}"] = ((ro["logps"] - lp) * mask).sum(1).mean()
     return m
 

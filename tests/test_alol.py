@@ -2,6 +2,7 @@
 import math
 import pytest
 import torch
+from devices import on
 from rlhf_ref.alol import (ALoL, VARIANTS, advantage_stats, alol_loss, alol_seq_loss, fit_value_head, priority_indices,
                            precompute_response_ref_logps, prompt_hidden)
 from rlhf_ref.logprobs import seq_logps
@@ -113,7 +114,7 @@ def test_object_loss_finite_with_gradients(tiny, variant):
     rows = [dict(prompt=f"Review {i}: the film", response=" was warm." if i % 2 else " dragged on.", reward=0.2 * i,
                  advantage=0.3 * (i - 1)) for i in range(4)]
     ds = precompute_response_ref_logps(response_dataset(rows, tok), model, tok.pad_token_id)
-    batch = ResponseCollator(tok.pad_token_id)(list(ds))
+    batch = on(model, ResponseCollator(tok.pad_token_id)(list(ds)))
     policy, ref = frozen_copy(model).requires_grad_(True), frozen_copy(model)
     with torch.random.fork_rng():
         torch.manual_seed(0)

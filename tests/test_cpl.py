@@ -4,6 +4,7 @@ import itertools, math
 import numpy as np
 import pytest
 import torch
+from devices import on
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from rlhf_ref.cpl import CPL, CPLKL, cpl_dense_loss, cpl_loss
@@ -115,8 +116,8 @@ def test_objects_against_dpo_and_cpo(tiny, rows):
     with torch.no_grad():
         for p in policy.parameters(): p.add_(0.02 * torch.randn_like(p))
     ds = preference_dataset(rows, tok)
-    live = PreferenceCollator(tok.pad_token_id)(list(ds))
-    pre = PreferenceCollator(tok.pad_token_id)(list(precompute_ref_logps(ds, ref, tok.pad_token_id)))
+    live = on(policy, PreferenceCollator(tok.pad_token_id)(list(ds)))
+    pre = on(policy, PreferenceCollator(tok.pad_token_id)(list(precompute_ref_logps(ds, ref, tok.pad_token_id))))
     with torch.no_grad():
         dpo, _ = DPO(beta=0.2).loss(live, policy, ref)
         torch.testing.assert_close(CPLKL(alpha=0.2, lambda_=1.0).loss(live, policy, ref)[0], dpo)

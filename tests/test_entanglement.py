@@ -5,6 +5,7 @@ import math, tempfile
 import numpy as np
 import pytest
 import torch
+from devices import device_of, on
 from hypothesis import given, settings, strategies as st
 from rlhf_ref.data import PreferenceCollator, preference_dataset, precompute_ref_logps
 from rlhf_ref.entanglement import (EntanglementLog, differing_tokens, entanglement_condition, entanglement_metrics,
@@ -20,15 +21,15 @@ ROWS = [{"prompt": "The film was", "chosen": " warm and funny.", "rejected": " w
 def setup(tiny):
     policy, tok = tiny
     examples = list(preference_dataset(ROWS, tok))
-    return policy, tok, examples, PreferenceCollator(tok.pad_token_id)(examples)
+    return policy, tok, examples, on(policy, PreferenceCollator(tok.pad_token_id)(examples))
 
 
 def autograd_reference(model, prompt_ids, response_ids, params):
     "Gradient of log pi(response | prompt) by .backward() on one unpadded sequence, full logits, no shared prompt pass."
     model.zero_grad(set_to_none=True)
-    ids = torch.tensor([list(prompt_ids) + list(response_ids)])
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)], device=device_of(model))
     logp = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].double().log_softmax(-1)
-    logp.gather(-1, torch.tensor(response_ids)[:, None]).sum().backward()
+    logp.gather(-1, torch.tensor(response_ids, device=ids.device)[:, None]).sum().backward()
     g = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params.values()])
     model.zero_grad(set_to_none=True)
     return g

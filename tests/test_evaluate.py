@@ -3,6 +3,7 @@ reference, checked against an independent computation; the identical-weights sho
 import statistics
 import pytest
 import torch
+from devices import device_of
 import rlhf_ref.evaluate as evmod
 from rlhf_ref.evaluate import Evaluator
 from rlhf_ref.models import frozen_copy
@@ -14,10 +15,10 @@ def by_hand(model, samples):
     out = []
     with torch.no_grad():
         for s in samples:
-            ids = torch.tensor([s["prompt_ids"] + s["completion_ids"]])
+            ids = torch.tensor([s["prompt_ids"] + s["completion_ids"]], device=device_of(model))
             logps = model(ids).logits[0].float().log_softmax(-1)  # (L, V)
             P, T = len(s["prompt_ids"]), len(s["completion_ids"])
-            out.append(logps[P - 1:P - 1 + T].gather(-1, torch.tensor(s["completion_ids"])[:, None])[:, 0])
+            out.append(logps[P - 1:P - 1 + T].gather(-1, torch.tensor(s["completion_ids"], device=ids.device)[:, None])[:, 0])
     return out
 
 
@@ -26,7 +27,7 @@ def full_kl(policy, ref, samples):
     out = []
     with torch.no_grad():
         for s in samples:
-            ids = torch.tensor([s["prompt_ids"] + s["completion_ids"]])
+            ids = torch.tensor([s["prompt_ids"] + s["completion_ids"]], device=device_of(policy))
             P, T = len(s["prompt_ids"]), len(s["completion_ids"])
             lp, lq = (m(ids).logits[0, P - 1:P - 1 + T].float().log_softmax(-1) for m in (policy, ref))
             out.append(float((lp.exp() * (lp - lq)).sum()))
@@ -37,9 +38,9 @@ def full_kl(policy, ref, samples):
 def setup(tiny):
     model, tok = tiny
     policy = frozen_copy(model)
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(1)  # on the CPU: the same perturbation on any device
     with torch.no_grad():
-        for p in policy.parameters(): p.add_(0.03 * torch.randn(p.shape, generator=g))
+        for p in policy.parameters(): p.add_(0.03 * torch.randn(p.shape, generator=g).to(p))
     task = sentiment_task()
     ev = Evaluator(task, tok, ref=frozen_copy(model), prompts=task.eval_prompts[:32], n_samples=4, max_new_tokens=10)
     return policy, frozen_copy(model), ev, ev.evaluate(policy, return_samples=True)

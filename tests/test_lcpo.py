@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from devices import on
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
@@ -110,7 +111,7 @@ def pair_batch(tiny):
     model, tok = tiny
     rows = [{"prompt": f"Review {i}: the film", "chosen": " was warm and funny." if i % 2 else " moved me deeply.",
              "rejected": " was dull." if i % 3 else " dragged on and on.", "annotator": i % 3} for i in range(6)]
-    return PreferenceCollator(tok.pad_token_id)(list(precompute_ref_logps(preference_dataset(rows, tok), model, tok.pad_token_id)))
+    return on(model, PreferenceCollator(tok.pad_token_id)(list(precompute_ref_logps(preference_dataset(rows, tok), model, tok.pad_token_id))))
 
 
 def _perturbed(model):

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from rlhf_ref.logprobs import (selective_logps, seq_logps, response_logps, concatenated_forward, token_kl, kl_estimate,
                                logit_stats, masked_mean)
-from devices import on
+from devices import device_of, on
 
 
 @settings(max_examples=60, deadline=None)
@@ -87,7 +87,7 @@ def test_gathered_head_matches_full_logits_and_gradients(tiny, rows):
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
     fast.sum().backward(); slow.sum().backward()
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
 
 
 @settings(max_examples=40, deadline=None)
@@ -354,7 +354,8 @@ def test_head_token_kl_matches_token_kl(tiny):
     policy = frozen_copy(model).requires_grad_(True)
     ref_head, head = frozen_copy(model).get_output_embeddings(), policy.get_output_embeddings()
     torch.manual_seed(0)
-    hp, hq = torch.randn(23, head.in_features), torch.randn(23, head.in_features, requires_grad=True)
+    dev = device_of(policy)
+    hp, hq = torch.randn(23, head.in_features, device=dev), torch.randn(23, head.in_features, device=dev, requires_grad=True)
     want = token_kl(ref_head(hp), head(hq))
     got = head_token_kl(hp, ref_head, hq, head, chunk_size=5)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

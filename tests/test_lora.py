@@ -102,7 +102,7 @@ def test_saved_adapter_loads_back_merged_and_not(tiny, rows, tmp_path):
     assert (meta["base_model"], meta["lora"]["r"], meta["adapter"]) == ("tiny", 4, "adapter only")
     unmerged, _ = load_policy(adapter)
     merged, _ = load_policy(adapter, merge=True)
-    full, _ = load_policy(merged_dir)
+    full, _ = load_policy(merged_dir, dtype=torch.float32)  # the tiny model's dtype (on CUDA it would load in bf16)
     assert type(unmerged).__name__.startswith("Peft") and not type(merged).__name__.startswith("Peft")
     for m in (unmerged, merged, full):
         torch.testing.assert_close(logps(m, batch), want, rtol=0, atol=1e-5)

@@ -40,7 +40,7 @@ def test_dpo_stage_on_all_pairs_is_the_dpo_pipeline():
     mpo_policy, _ = algo.dpo_stage(policy, tok, [rows[i] for i in easy], out_dir=tempfile.mkdtemp(), seed=0, quiet=True)
     res = preference_run(DPO(beta=0.1), task, "tiny", tempfile.mkdtemp(), steps=3, batch_size=4, lr=1e-3, warmup_steps=0,
                          k=2, n_prompts=12, require_finished=False, eval_every=0, eval_prompts=task.eval_prompts[:2], quiet=True)
-    dpo_policy, _ = load_policy(str(res["policy_dir"]))
+    dpo_policy, _ = load_policy(str(res["policy_dir"]), dtype=mpo_policy.dtype)  # (on CUDA it would load in bf16)
     base, _ = tiny_policy()
     diff = max((a - b).abs().max().item() for a, b in zip(mpo_policy.state_dict().values(), dpo_policy.state_dict().values()))
     moved = max((a - b).abs().max().item() for a, b in zip(mpo_policy.state_dict().values(), base.state_dict().values()))

@@ -20,6 +20,7 @@ def runs(tmp_path_factory):
     "Two-process runs (launched) and one-process runs of the same 4-step DPO training, all on the CPU."
     out = tmp_path_factory.mktemp("mp")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "RLHF_REF_DEVICE": "cpu", "OMP_NUM_THREADS": "1",  # gloo, CPU
+           "CUDA_VISIBLE_DEVICES": "",  # on a GPU machine too: accelerate's barrier would otherwise ask for GPU 1
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     script = str(Path(__file__).with_name("mp_train.py"))
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "ddp.yaml"),

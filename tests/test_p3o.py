@@ -3,6 +3,7 @@ short training run with resume of the running reward scale."""
 import math
 import pytest
 import torch
+from devices import on
 from hypothesis import given, settings, strategies as st
 from rlhf_ref.core import set_seed
 from rlhf_ref.models import frozen_copy, tiny_policy
@@ -98,7 +99,7 @@ def test_rollout_is_regrouped_by_pairs_and_first_minibatch_has_ratio_one(tokenwi
     ro = rollout(policy, tok, ["a", "b", "c"], lambda p, c: [len(x) + 100.0 for x in c], ref=ref, n=2, max_new_tokens=4)
     algo.make_experience(ro)
     assert ro["input_ids"].shape[:2] == (3, 2) and (ro["prompt_index"][:, 0] == ro["prompt_index"][:, 1]).all()
-    batch = {k: v for k, v in ro.items() if torch.is_tensor(v) and v.dim() > 0}
+    batch = on(policy, {k: v for k, v in ro.items() if torch.is_tensor(v) and v.dim() > 0})  # rollouts live on the CPU
     loss, m = algo.loss({**batch, "temperature": 1.0}, policy, ref)
     assert torch.isfinite(loss) and abs(float(m["ratio_mean"]) - 1) < 1e-5 and float(m["policy_clipfrac"]) == 0
 

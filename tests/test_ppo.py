@@ -3,6 +3,7 @@ inputs, their identities, and the online loop (resume bit-identical, non-finite 
 import json, math
 import pytest
 import torch
+from devices import on
 from hypothesis import given, settings, strategies as st
 from rlhf_ref.core import NonFiniteLossError, read_jsonl, set_seed
 from rlhf_ref.grpo import GRPO, RLOO, group_advantages, rloo_advantages
@@ -134,7 +135,8 @@ def test_rollout_cuts_at_eos_and_scores_consistently(tiny):
         assert (tok.eos_token_id in ids) == bool(ro["finished"][b])
         if ro["finished"][b]: assert ids.index(tok.eos_token_id) == len(ids) - 1
     assert (ro["logps"][~mask] == INVALID_LOGPROB).all()
-    again = policy_forward(policy, ro["input_ids"], ro["attention_mask"], mask.shape[1], temperature=0.8, values=True)
+    again = {k: v.cpu() for k, v in policy_forward(policy, ro["input_ids"], ro["attention_mask"], mask.shape[1],
+                                                    temperature=0.8, values=True).items()}  # rollouts live on the CPU
     torch.testing.assert_close(again["logps"][mask], ro["logps"][mask])
     torch.testing.assert_close(again["values"], ro["values"])
     assert ro["scores"].tolist() == pytest.approx(length_reward(None, ro["completions"])) and "gold" in ro
@@ -145,7 +147,7 @@ def make_trainer(out, algo, steps=4, save_every=2, reward=length_reward, **kw):
     cfg = OnlineConfig(**{**dict(out_dir=str(out), max_steps=steps, batch_size=2, lr=1e-3, max_new_tokens=5, num_epochs=2,
                                  num_mini_batches=2, save_every=save_every, eval_every=2, progress=False), **kw})
     prompts = ["Hello", "The film was", "I think", "Once upon a time"]
-    ev = lambda model: {"mean_logit": float(model(torch.tensor([[1, 2, 3]])).logits.mean())}
+    ev = lambda model: {"mean_logit": float(model(on(model, torch.tensor([[1, 2, 3]]))).logits.mean())}
     return OnlineTrainer(algo, policy, frozen_copy(policy), tok, prompts, reward, cfg, eval_fn=ev)
 
 

