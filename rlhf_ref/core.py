@@ -39,10 +39,10 @@ def default_dtype(device: torch.device | str | None = None # where the model wil
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 def to_device(x, # a tensor, or a dict, list or tuple holding tensors (nested); anything else is returned as it is
-              where, # a device, a device name, or a module (its first parameter's device)
+              where, # a device, a device name, or a model (anything with `parameters()`: its first parameter's device)
              ):
     "`x` with its tensors moved to `where`: no copy for a tensor already there."
-    if isinstance(where, torch.nn.Module): where = next(where.parameters()).device
+    if hasattr(where, "parameters"): where = next(where.parameters()).device
     if torch.is_tensor(x): return x.to(where)
     if isinstance(x, dict): return {k: to_device(v, where) for k, v in x.items()}
     if isinstance(x, (list, tuple)): return type(x)(to_device(v, where) for v in x)

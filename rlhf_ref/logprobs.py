@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import torch
 import torch.nn.functional as F
+from .core import to_device
 
 # %% auto #0
 __all__ = ['selective_logps', 'head_logps', 'masked_sum', 'masked_mean', 'seq_logps', 'response_logps', 'concatenated_forward',
@@ -183,9 +184,9 @@ def response_logps(model, # a causal LM
                    return_hidden: bool = False, # also return the (N, d) hidden states and the head
                    chunk_size: int = 1024, # rows of (chunk, V) fp32 logits at a time
                   ):
-    "Per-token log-probs of the response, (B, R) with 0 at padding, on the model's device (inputs are moved there); with any `return_*`, `(token_logps, extras dict)`."
-    device = next(model.parameters()).device  # inputs follow the model (a no-op when they are there already)
-    input_ids, attention_mask, response_mask = (t.to(device) for t in (input_ids, attention_mask, response_mask))
+    """Per-token log-probs of the response, (B, R) with 0 at padding, on the model's device (the inputs are moved there);
+    with any `return_*`, `(token_logps, extras dict)`."""
+    input_ids, attention_mask, response_mask = to_device((input_ids, attention_mask, response_mask), model)
     R, mask = response_mask.shape[1], response_mask.bool()
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
                   position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
@@ -213,7 +214,7 @@ def concatenated_forward(model, # a causal LM
                          return_hidden: bool = False, # keep the (N, d) hidden states and the head (`hidden`, `head`)
                         ) -> dict:
     "Sequence log-probs of chosen and rejected responses from one pass over the stacked batch."
-    mask = batch["response_mask"].to(next(model.parameters()).device)
+    mask = to_device(batch["response_mask"], model)
     out = response_logps(model, batch["input_ids"], batch["attention_mask"], mask, return_logits, share_prompt,
                          return_stats, return_hidden)
     token_logps, extras = out if isinstance(out, tuple) else (out, {})

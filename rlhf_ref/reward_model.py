@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from fastcore.basics import patch
 from transformers import AutoModel
 from .algos import Algorithm
-from .core import cache_dir, check_range, fingerprint, set_seed
+from .core import cache_dir, check_range, fingerprint, set_seed, to_device
 from .data import pad_prompt_response, tokenize_row
 from .models import _no_hf_progress
 from .train import TrainConfig, Trainer
@@ -78,8 +78,7 @@ class RewardModel(torch.nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         "Final hidden state at each row's last real token, (B, H); padding on either side."
-        device = next(self.backbone.parameters()).device  # inputs follow the model (a no-op when they are there)
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        input_ids, attention_mask = to_device((input_ids, attention_mask), self.backbone)  # inputs follow the model
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # count real tokens only
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                use_cache=False).last_hidden_state  # (B, L, H)

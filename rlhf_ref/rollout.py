@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .algos import Algorithm
-from .core import check_finite, check_range, set_seed
+from .core import check_finite, check_range, set_seed, to_device
 from .data import encode_prompt, pad_prompt_response
 from .generation import sample_ids
 from .logprobs import kl_estimate, logit_stats, masked_mean, selective_logps
@@ -63,8 +63,7 @@ def policy_forward(model, input_ids: torch.Tensor, # (B, P+R) left-padded prompt
                    entropy: bool = False # also return the entropy of the tempered distribution at each position
                   ) -> dict:
     "`logps` (B, R) of the response tokens and, if asked, `values` and `entropy` (B, R)."
-    device = next(model.parameters()).device  # inputs follow the model (a no-op when they are there already)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    input_ids, attention_mask = to_device((input_ids, attention_mask), model)  # inputs follow the model
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
                   position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
     value_fn = _value_of(model) if values else None
@@ -251,8 +250,7 @@ def bandit_policy(task, seed: int = 0, steps: int = 20, lr: float = 5e-2):
     policy, tok = tiny_policy(seed)
     ids = [tok(a, add_special_tokens=False)["input_ids"] for a in task.answers]
     if any(len(i) != 1 for i in ids): raise ValueError("bandit answers must be single tokens")
-    dev = next(policy.parameters()).device
-    prompt, targets = torch.tensor([encode_prompt(tok, task.prompt)], device=dev), torch.tensor([i[0] for i in ids], device=dev)
+    prompt, targets = to_device((torch.tensor([encode_prompt(tok, task.prompt)]), torch.tensor([i[0] for i in ids])), policy)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     for _ in range(steps):
         logp = policy(prompt).logits[0, -1].log_softmax(-1)

@@ -2,6 +2,7 @@
 (CUDA when present, or `$RLHF_REF_DEVICE`); collators and `torch.tensor` make CPU tensors. Tests that feed a model
 move their inputs with `on(model, x)`, so the suite runs unchanged on a GPU machine (tools/gpu_check.sh)."""
 import torch
+from rlhf_ref.core import to_device
 
 
 def device_of(model) -> torch.device:
@@ -10,7 +11,5 @@ def device_of(model) -> torch.device:
 
 
 def on(model, x):
-    "`x` (a tensor, or a dict such as a batch: its tensors) moved to `model`'s device."
-    device = device_of(model)
-    if isinstance(x, dict): return {k: v.to(device) if torch.is_tensor(v) else v for k, v in x.items()}
-    return x.to(device)
+    "`x` (a tensor, or a batch: nested dicts, lists, tuples of tensors) moved to `model`'s device (`rlhf_ref.core.to_device`)."
+    return to_device(x, model)

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from devices import on
 import torch.nn.functional as F
+from devices import on
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from rlhf_ref.core import read_jsonl
