@@ -88,5 +88,5 @@ def loss(self: DPO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 
 register_algo(AlgoInfo("dpo", DPO, "DPO, cDPO, robust DPO, IPO, hinge", "2305.18290, 2403.00409, 2310.12036", "pairs",
                        needs_ref=True, needs_reward_model=False, online=False, notebook="20_dpo",
-                       status="implemented; sentiment (3 seeds): ahead of its shuffled-label control in 3/3, not established (could not tell); "
+                       status="implemented; sentiment (5 seeds): ahead of its shuffled-label control in 5/5, shown (0.178 ± 0.079), also within equal lengths; "
                               "robust-DPO noise claim shown on a bandit"))
