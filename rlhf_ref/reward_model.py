@@ -6,7 +6,8 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/reward_model.html.md"""
 
 # %% ../nbs/11_reward_model.ipynb #8a35f9e6
 from __future__ import annotations
-import copy, hashlib, importlib, json, math, os, tempfile
+import copy, hashlib, importlib, json, math, os, re, tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,22 +18,41 @@ from safetensors.torch import load_file, save_file
 from fastcore.basics import patch
 from transformers import AutoModel
 from .algos import Algorithm
-from .core import cache_dir, check_range, fingerprint, set_seed, to_device
+from .core import cache_dir, check_choice, check_range, fingerprint, set_seed, to_device
 from .data import pad_prompt_response, tokenize_row
 from .models import _no_hf_progress
 from .train import TrainConfig, Trainer
 
 # %% auto #0
-__all__ = ['last_token_index', 'LinearHead', 'MLPHead', 'RewardModel', 'freeze_backbone', 'bt_loss', 'reward_metrics',
-           'batch_rewards', 'BradleyTerry', 'encode_responses', 'encoded_features', 'response_features',
-           'feature_pairs', 'FeatureCollator', 'train_head', 'spearman', 'gold_accuracy', 'pair_rewards',
-           'pair_accuracy', 'score', 'as_reward_fn', 'prompt_split', 'prompt_candidates', 'standardize']
+__all__ = ['POOLINGS', 'last_token_index', 'pool_states', 'LinearHead', 'MLPHead', 'RewardModel', 'freeze_backbone', 'bt_loss',
+           'reward_metrics', 'batch_rewards', 'BradleyTerry', 'encode_responses', 'encoded_features',
+           'response_feature_sets', 'response_features', 'feature_pairs', 'FeatureCollator', 'train_head', 'spearman',
+           'gold_accuracy', 'pair_rewards', 'pair_accuracy', 'score', 'as_reward_fn', 'prompt_split',
+           'prompt_candidates', 'standardize', 'fit_linear_bt', 'accuracy_by_gap', 'response_text', 'bag_of_words',
+           'bow_pairs']
 
 # %% ../nbs/11_reward_model.ipynb #6bbf6e2e
 def last_token_index(attention_mask: torch.Tensor # (B, L) 1 on real tokens; padding on either side
                     ) -> torch.Tensor:
     "Column of each row's last real token, shape (B,)."
     return attention_mask.shape[1] - 1 - attention_mask.flip(-1).argmax(-1)
+
+POOLINGS = ("last", "mean")
+
+def pool_states(hidden: torch.Tensor, # (B, L, H) hidden states of one layer
+                attention_mask: torch.Tensor, # (B, L) 1 on real tokens
+                response_mask: torch.Tensor | None = None, # (B, R) 1 on response tokens, the last R columns (mean pooling)
+                pooling: str = "last" # "last": the last real token; "mean": the mean over the response's tokens
+               ) -> torch.Tensor:
+    "One vector per row, (B, H): the state at the last real token, or the mean of the response tokens' states."
+    check_choice("pooling", pooling, POOLINGS)
+    if pooling == "last": return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+    if response_mask is None:
+        raise ValueError("mean pooling averages the response's tokens: pass `response_mask` (B, R) "
+                         "(`rlhf_ref.data.pad_prompt_response` makes it)")
+    m = torch.zeros(attention_mask.shape, dtype=hidden.dtype, device=hidden.device)
+    m[:, attention_mask.shape[1] - response_mask.shape[1]:] = response_mask.to(m)  # responses fill the last R columns
+    return (hidden * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
 
 # %% ../nbs/11_reward_model.ipynb #fd4335f6
 class LinearHead(torch.nn.Module):
@@ -67,28 +87,43 @@ class MLPHead(torch.nn.Module):
 
 # %% ../nbs/11_reward_model.ipynb #593373ce
 class RewardModel(torch.nn.Module):
-    "A causal LM's backbone and a head on the hidden state of each sequence's last real token."
+    "A causal LM's backbone and a head on one vector per sequence: by default the final state of its last real token."
     def __init__(self, backbone: torch.nn.Module, # a transformer returning `last_hidden_state` (e.g. `LlamaModel`)
-                 head: torch.nn.Module): # (N, H) features -> rewards
+                 head: torch.nn.Module, # (N, H) features -> rewards
+                 pooling: str = "last", # "last" real token, or "mean" over the response's tokens (`pool_states`)
+                 layer: int = -1): # which hidden state: -1 (or n) the final, normed one; k < n the output of block k (0: embeddings)
         super().__init__()
-        self.backbone, self.head = backbone, head
+        check_choice("pooling", pooling, POOLINGS)
+        n = backbone.config.num_hidden_layers
+        if not -1 <= layer <= n: raise ValueError(f"layer must be -1 (the final state) or 0..{n}, got {layer}")
+        self.backbone, self.head, self.pooling, self.layer = backbone, head, pooling, layer
 
     @property
     def config(self): return self.backbone.config
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        "Final hidden state at each row's last real token, (B, H); padding on either side."
-        input_ids, attention_mask = to_device((input_ids, attention_mask), self.backbone)  # inputs follow the model
+    def feature_sets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor | None = None,
+                     kinds: list[tuple[str, int]] | None = None # (pooling, layer) pairs; None: the model's own
+                    ) -> list[torch.Tensor]:
+        "Pooled hidden states, one (B, H) tensor per kind, from a single backbone pass; padding on either side."
+        kinds = kinds or [(self.pooling, self.layer)]
+        input_ids, attention_mask, response_mask = to_device((input_ids, attention_mask, response_mask), self.backbone)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # count real tokens only
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               use_cache=False).last_hidden_state  # (B, L, H)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False, output_hidden_states=any(l != -1 for _, l in kinds))
+        state = lambda l: out.last_hidden_state if l == -1 else out.hidden_states[l]  # (B, L, H)
+        return [pool_states(state(l), attention_mask, response_mask, p) for p, l in kinds]
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        "The model's features (B, H): its `pooling` of its `layer`'s states (mean pooling needs `response_mask`)."
+        return self.feature_sets(input_ids, attention_mask, response_mask)[0]
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                response_mask: torch.Tensor | None = None, *,
                 features: torch.Tensor | None = None # (B, H) precomputed `features`: the backbone is skipped
                ) -> torch.Tensor:
         "Rewards: (B,) for a scalar head ((B, ...) for other heads)."
-        return self.head(self.features(input_ids, attention_mask) if features is None else features)
+        return self.head(self.features(input_ids, attention_mask, response_mask) if features is None else features)
 
 # %% ../nbs/11_reward_model.ipynb #260bdfd5
 def freeze_backbone(rm: RewardModel) -> RewardModel:
@@ -101,13 +136,14 @@ def from_policy(cls: RewardModel, model, # a causal LM, e.g. from `rlhf_ref.mode
                  *, head: torch.nn.Module | None = None, # default: a scalar `LinearHead`
                  frozen: bool = False, # freeze the backbone (train the head only, e.g. on cached features)
                  copy_weights: bool = True, # copy the backbone, so that policy and reward model share no weights
-                 seed: int = 0 # seeds the new head's initialisation
+                 seed: int = 0, # seeds the new head's initialisation
+                 pooling: str = "last", layer: int = -1 # which vector the head reads (`RewardModel`)
                 ) -> RewardModel:
     "A reward model from a causal LM: its backbone (the LM without its output layer) and a new head."
     backbone = copy.deepcopy(model.base_model) if copy_weights else model.base_model
     p = next(backbone.parameters())
     if head is None: set_seed(seed); head = LinearHead(backbone.config.hidden_size)
-    rm = cls(backbone, head.to(device=p.device, dtype=p.dtype))
+    rm = cls(backbone, head.to(device=p.device, dtype=p.dtype), pooling=pooling, layer=layer)
     return freeze_backbone(rm) if frozen else rm
 
 # %% ../nbs/11_reward_model.ipynb #f4d70d99
@@ -117,7 +153,7 @@ def save_pretrained(self: RewardModel, path: str | Path) -> Path:
     path = Path(path)
     with _no_hf_progress(): self.backbone.save_pretrained(path)
     save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(path / "reward_head.safetensors"))
-    spec = dict(cls=f"{type(self.head).__module__}:{type(self.head).__qualname__}", kwargs=self.head.kwargs)
+    spec = dict(cls=f"{type(self.head).__module__}:{type(self.head).__qualname__}", kwargs=self.head.kwargs, pooling=self.pooling, layer=self.layer)
     (path / "reward_head.json").write_text(json.dumps(spec, indent=2))
     return path
 
@@ -132,7 +168,7 @@ def from_pretrained(cls: RewardModel, path: str | Path, *, device: str | torch.d
     head.load_state_dict(load_file(str(path / "reward_head.safetensors")))
     with _no_hf_progress(): backbone = AutoModel.from_pretrained(path)
     p = next(backbone.parameters())
-    rm = cls(backbone, head.to(device=p.device, dtype=p.dtype))
+    rm = cls(backbone, head.to(device=p.device, dtype=p.dtype), pooling=spec.get("pooling", "last"), layer=spec.get("layer", -1))
     return rm.to(device) if device is not None else rm
 
 # %% ../nbs/11_reward_model.ipynb #b175319b
@@ -168,7 +204,7 @@ def batch_rewards(model, # a `RewardModel`, or a head alone (then the batch must
     "Rewards of the chosen and of the rejected half of a preference batch, from tokens or from cached features."
     device = next(model.parameters()).device  # batches are collated on the CPU
     if "features" in batch: rewards = (model.head if isinstance(model, RewardModel) else model)(batch["features"].to(device))
-    else: rewards = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+    else: rewards = model(batch["input_ids"], batch["attention_mask"], batch.get("response_mask"))  # inputs follow the model
     n = rewards.shape[0] // 2
     return rewards[:n], rewards[n:]
 
@@ -200,31 +236,48 @@ def encode_responses(tokenizer, prompts: list, responses: list, *, max_length: i
 
 @torch.no_grad()
 def encoded_features(rm: RewardModel, encoded: list[tuple[list[int], list[int]]], pad_token_id: int, *,
-                     batch_size: int = 16) -> torch.Tensor:
-    "Last-token features (N, H) of encoded (prompt, response) pairs, fp32 on CPU; batched by length."
+                     batch_size: int = 16, kinds: list[tuple[str, int]] | None = None # (pooling, layer); None: rm's own
+                    ) -> torch.Tensor | list[torch.Tensor]:
+    "Features (N, H) of encoded (prompt, response) pairs, fp32 on CPU, batched by length; with `kinds`, one per kind."
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
-    device, out = next(rm.parameters()).device, [None] * len(encoded)
+    sets = [[None] * len(encoded) for _ in (kinds or [None])]
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         b = pad_prompt_response([encoded[i][0] for i in idx], [encoded[i][1] for i in idx], pad_token_id)
-        for i, f in zip(idx, rm.features(b["input_ids"].to(device), b["attention_mask"].to(device)).float().cpu()): out[i] = f
-    return torch.stack(out) if out else torch.zeros(0, rm.config.hidden_size)
+        for out, f in zip(sets, rm.feature_sets(b["input_ids"], b["attention_mask"], b["response_mask"], kinds)):
+            for i, v in zip(idx, f.float().cpu()): out[i] = v
+    stacked = [torch.stack(o) if o else torch.zeros(0, rm.config.hidden_size) for o in sets]
+    return stacked if kinds else stacked[0]
 
 # %% ../nbs/11_reward_model.ipynb #7f93fb34
-def response_features(rm: RewardModel, tokenizer, prompts: list, responses: list, *, batch_size: int = 16,
-                      max_length: int = 256, max_prompt_length: int = 128, cache: bool = True) -> torch.Tensor:
-    "Features (N, H) of each (prompt, response); with `cache`, each is stored once per backbone, keyed by its token ids."
+def response_feature_sets(rm: RewardModel, tokenizer, prompts: list, responses: list, *,
+                          kinds: list[tuple[str, int]], # (pooling, layer) pairs, e.g. [("last", -1), ("mean", 15)]
+                          batch_size: int = 16, max_length: int = 256, max_prompt_length: int = 128, cache: bool = True
+                         ) -> list[torch.Tensor]:
+    "Features (N, H) of each (prompt, response) for each kind, from one backbone pass; with `cache`, stored once per backbone and kind."
     enc = encode_responses(tokenizer, prompts, responses, max_length=max_length, max_prompt_length=max_prompt_length)
     keys = [hashlib.sha1(json.dumps(e).encode()).hexdigest()[:20] for e in enc]
-    path = cache_dir("features") / f"{fingerprint(rm.backbone)}.pt"  # one file per backbone weights
-    store = torch.load(path) if cache and path.exists() else {}
-    todo = list(dict.fromkeys(k for k in keys if k not in store))
+    fp = fingerprint(rm.backbone)  # one file per backbone weights and kind; the last-token final state keeps its old name
+    paths = [cache_dir("features") / (f"{fp}.pt" if (p, l) == ("last", -1) else f"{fp}-{p}{l}.pt") for p, l in kinds]
+    stores = [torch.load(path) if cache and path.exists() else {} for path in paths]
+    todo = list(dict.fromkeys(k for k in keys if any(k not in s for s in stores)))
     if todo:
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        store.update(zip(todo, encoded_features(rm, [enc[first[k]] for k in todo], tokenizer.pad_token_id, batch_size=batch_size)))
-        if cache:
-            tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.pt"); torch.save(store, tmp); tmp.replace(path)  # atomic
-    return torch.stack([store[k] for k in keys]) if keys else torch.zeros(0, rm.config.hidden_size)
+        new = encoded_features(rm, [enc[first[k]] for k in todo], tokenizer.pad_token_id, batch_size=batch_size, kinds=kinds)
+        for store, path, feats in zip(stores, paths, new):
+            store.update(zip(todo, feats))
+            if cache:
+                tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.pt"); torch.save(store, tmp); tmp.replace(path)  # atomic
+    return [torch.stack([s[k] for k in keys]) if keys else torch.zeros(0, rm.config.hidden_size) for s in stores]
+
+def response_features(rm: RewardModel, tokenizer, prompts: list, responses: list, *, batch_size: int = 16,
+                      max_length: int = 256, max_prompt_length: int = 128, cache: bool = True,
+                      pooling: str | None = None, layer: int | None = None # default: the model's own (`RewardModel`)
+                     ) -> torch.Tensor:
+    "Features (N, H) of each (prompt, response); with `cache`, each is stored once per backbone, keyed by its token ids."
+    kind = (pooling or rm.pooling, rm.layer if layer is None else layer)
+    return response_feature_sets(rm, tokenizer, prompts, responses, kinds=[kind], batch_size=batch_size,
+                                 max_length=max_length, max_prompt_length=max_prompt_length, cache=cache)[0]
 
 def _key(x) -> str: return json.dumps(x, sort_keys=True)
 
@@ -347,3 +400,68 @@ def standardize(train: list[dict], *others: list[dict]) -> list[list[dict]]:
     mu, sd = x.mean(0), x.std(0) + 1e-6
     scale = lambda rows: [dict(r, chosen_features=(r["chosen_features"] - mu) / sd, rejected_features=(r["rejected_features"] - mu) / sd) for r in rows]
     return [scale(train)] + [scale(o) for o in others]
+
+# %% ../nbs/11_reward_model.ipynb #af87c144
+def fit_linear_bt(pairs: list[dict], # feature rows (`feature_pairs`), best standardized first (`standardize`)
+                  weight_decay: float = 0.0, # lambda of the penalty (lambda / 2) ||w||^2 added to the mean loss
+                  *, init: LinearHead | None = None, # start from this head's weights (a warm start along a weight-decay grid)
+                  max_iter: int = 500, tolerance_grad: float = 1e-7 # L-BFGS stops when no gradient entry exceeds this
+                 ) -> LinearHead:
+    "The linear Bradley-Terry head minimising mean(-log sigmoid(w . (f_c - f_r))) + (weight_decay / 2) ||w||^2 (full-batch L-BFGS)."
+    check_range("weight_decay", weight_decay, 0)
+    if not pairs: raise ValueError("fit_linear_bt got no pairs")
+    d = torch.stack([r["chosen_features"] - r["rejected_features"] for r in pairs]).double()  # (N, H)
+    w = (torch.zeros(d.shape[1]) if init is None else init.linear.weight.detach()[0].cpu()).double().requires_grad_()
+    opt = torch.optim.LBFGS([w], lr=1, max_iter=max_iter, tolerance_grad=tolerance_grad, tolerance_change=1e-12, history_size=20,
+                            line_search_fn="strong_wolfe")
+    def closure():
+        opt.zero_grad()
+        loss = F.softplus(-(d @ w)).mean() + 0.5 * weight_decay * w.dot(w)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    head = LinearHead(d.shape[1])
+    with torch.no_grad(): head.linear.weight.copy_(w.detach().float()[None])
+    return head
+
+@torch.no_grad()
+def accuracy_by_gap(model, pairs: list[dict], # a head (or `RewardModel`) and feature rows with gold rewards
+                    edges: list[float] # bin edges of the gold gap |chosen_reward - rejected_reward|, increasing
+                   ) -> list[dict]:
+    "Gold accuracy within each gold-gap bin [edges[k], edges[k+1]): `lo`, `hi`, `n`, `accuracy` (nan when empty)."
+    c, r = pair_rewards(model, pairs)
+    gap = torch.tensor([abs(p["chosen_reward"] - p["rejected_reward"]) for p in pairs])
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        k = ((gap >= lo) & (gap < hi)).nonzero().flatten().tolist()
+        acc = gold_accuracy(c[k], r[k], [pairs[i]["chosen_reward"] for i in k], [pairs[i]["rejected_reward"] for i in k]) if k else math.nan
+        out.append(dict(lo=lo, hi=hi, n=len(k), accuracy=acc))
+    return out
+
+def response_text(response) -> str:
+    "The text of a response: the string itself, or its messages' contents joined."
+    return response if isinstance(response, str) else " ".join(m["content"] for m in response)
+
+def bag_of_words(texts: list[str], vocabulary: dict[str, int] | None = None, *,
+                 min_count: int = 2 # a new vocabulary keeps the words found in at least this many texts
+                ) -> tuple[torch.Tensor, dict[str, int]]:
+    "Word counts (N, V) of `texts` (lower-cased words and contractions) and the vocabulary (built from `texts` unless given)."
+    words = [re.findall(r"[a-z]+(?:'[a-z]+)?", t.lower()) for t in texts]
+    if vocabulary is None:
+        seen = Counter(w for ws in words for w in set(ws))
+        vocabulary = {w: j for j, w in enumerate(sorted(w for w, n in seen.items() if n >= min_count))}
+    x = torch.zeros(len(texts), len(vocabulary))
+    for i, ws in enumerate(words):
+        for w in ws:
+            if w in vocabulary: x[i, vocabulary[w]] += 1
+    return x, vocabulary
+
+def bow_pairs(rows: list[dict], vocabulary: dict[str, int] | None = None, **kw) -> tuple[list[dict], dict[str, int]]:
+    "Preference rows as feature rows of response word counts (as `feature_pairs` makes them) and the vocabulary used."
+    texts = list(dict.fromkeys(response_text(r[side]) for r in rows for side in ("chosen", "rejected")))
+    x, vocabulary = bag_of_words(texts, vocabulary, **kw)
+    at = {t: i for i, t in enumerate(texts)}
+    scalars = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
+    return [dict(scalars(r), pair_index=i, chosen_features=x[at[response_text(r["chosen"])]],
+                 rejected_features=x[at[response_text(r["rejected"])]]) for i, r in enumerate(rows)], vocabulary
+

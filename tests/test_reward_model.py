@@ -114,6 +114,43 @@ def test_pooling_is_invariant_to_padding(rm_and_tok, side):
     torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
 
 
+def test_mean_pooling_and_middle_layers_from_one_pass(tiny, tmp_path, monkeypatch):
+    "Mean pooling averages exactly the response's states of the chosen layer; one pass gives every kind; save/load keeps them."
+    policy, tok = tiny
+    n = policy.config.num_hidden_layers
+    rm = RewardModel.from_policy(policy, seed=3, pooling="mean", layer=1).eval()
+    b = token_batch(PAIRS, tok)
+    with torch.no_grad():
+        states = rm.backbone(input_ids=on(rm, b["input_ids"]), attention_mask=on(rm, b["attention_mask"]),
+                             position_ids=on(rm, (b["attention_mask"].cumsum(-1) - 1).clamp(min=0)), output_hidden_states=True).hidden_states
+        L, R = b["input_ids"].shape[1], b["response_mask"].shape[1]
+        for row in range(b["input_ids"].shape[0]):  # from the formula, row by row
+            k = int(b["response_mask"][row].sum())
+            want = states[1][row, L - R:L - R + k].mean(0)
+            torch.testing.assert_close(rm.features(b["input_ids"][row:row + 1], b["attention_mask"][row:row + 1],
+                                                   b["response_mask"][row:row + 1])[0], want, rtol=1e-5, atol=1e-5)
+        kinds = [("last", -1), ("mean", -1), ("last", 1), ("mean", 1), ("last", n)]
+        sets = rm.feature_sets(b["input_ids"], b["attention_mask"], b["response_mask"], kinds)
+        for (p, l), f in zip(kinds, sets):
+            one = RewardModel(rm.backbone, rm.head, pooling=p, layer=l)
+            torch.testing.assert_close(f, one.features(b["input_ids"], b["attention_mask"], b["response_mask"]))
+        torch.testing.assert_close(sets[4], sets[0])  # hidden_states[n] is the final, normed state
+        assert not torch.allclose(sets[0], sets[1]) and not torch.allclose(sets[1], sets[3])
+        # the token path and the cached-feature path agree for mean pooling too
+        monkeypatch.setenv("RLHF_REF_CACHE", str(tmp_path))
+        fp = feature_pairs(rm, tok, [dict(r, chosen_reward=1.0, rejected_reward=0.0) for r in PAIRS])
+        torch.testing.assert_close(torch.cat(batch_rewards(rm, FeatureCollator()(fp))), torch.cat(batch_rewards(rm, b)), rtol=1e-5, atol=1e-5)
+        last = response_features(rm, tok, [PAIRS[0]["prompt"]], [PAIRS[0]["chosen"]], pooling="last", layer=-1)
+        torch.testing.assert_close(last[0], sets[0][0], rtol=1e-5, atol=1e-5)
+    back = RewardModel.from_pretrained(rm.save_pretrained(tmp_path / "rm"), device=device_of(rm)).eval()
+    assert (back.pooling, back.layer) == ("mean", 1)
+    with torch.no_grad(): torch.testing.assert_close(back(b["input_ids"], b["attention_mask"], b["response_mask"]),
+                                                     rm(b["input_ids"], b["attention_mask"], b["response_mask"]))
+    with pytest.raises(ValueError, match="response_mask"): rm(b["input_ids"], b["attention_mask"])
+    with pytest.raises(ValueError, match="pooling"): RewardModel(rm.backbone, rm.head, pooling="max")
+    with pytest.raises(ValueError, match="layer"): RewardModel(rm.backbone, rm.head, layer=n + 1)
+
+
 def test_matches_transformers_sequence_classification_on_chat_rows(rm_and_tok):
     from transformers import LlamaForSequenceClassification
     rm, tok = rm_and_tok
@@ -260,3 +297,45 @@ def test_head_initialisation_scale():
     x = torch.randn(256, H)
     with torch.no_grad(): r = torch.stack([h(x) for h in heads])
     assert 0.9 < r.std().item() < 1.1
+
+
+def test_fit_linear_bt_is_the_penalised_minimiser_newton_agrees():
+    "An independent solver (Newton's method in numpy on the same penalised loss) finds the same weights; a warm start too."
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(300, 6))
+    w_true = np.array([1.5, -1.0, 0.5, 0.0, 0.0, 2.0])
+    sign = np.where(rng.random(300) < 1 / (1 + np.exp(-d @ w_true)), 1.0, -1.0)  # Bradley-Terry labels
+    d = d * sign[:, None]  # rows oriented chosen - rejected
+    pairs = [dict(chosen_features=torch.tensor(x, dtype=torch.float32), rejected_features=torch.zeros(6)) for x in d]
+    lam, w = 0.05, np.zeros(6)
+    for _ in range(50):  # Newton on mean(log(1 + exp(-d w))) + lam/2 |w|^2
+        p = 1 / (1 + np.exp(d @ w))
+        grad = -(d * p[:, None]).mean(0) + lam * w
+        hess = (d * (p * (1 - p))[:, None]).T @ d / len(d) + lam * np.eye(6)
+        w = w - np.linalg.solve(hess, grad)
+    got = rmod.fit_linear_bt(pairs, lam).linear.weight.detach()[0].double().numpy()
+    np.testing.assert_allclose(got, w, atol=1e-5)
+    warm = rmod.fit_linear_bt(pairs, lam, init=rmod.fit_linear_bt(pairs, 1.0)).linear.weight.detach()[0].double().numpy()
+    np.testing.assert_allclose(warm, w, atol=1e-5)
+    assert np.linalg.norm(rmod.fit_linear_bt(pairs, 1.0).linear.weight.detach().numpy()) < np.linalg.norm(w)
+    with pytest.raises(ValueError, match="weight_decay"): rmod.fit_linear_bt(pairs, -0.1)
+    with pytest.raises(ValueError, match="no pairs"): rmod.fit_linear_bt([], 0.1)
+
+
+def test_accuracy_by_gap_partitions_pairs_and_bag_of_words_counts():
+    head = LinearHead(1).requires_grad_(False)
+    head.linear.weight.fill_(1.0)
+    # model reward = the feature; gold gaps 0.5, 0.5, 2, 2, 5; the model gets pairs 0, 2, 3 and 4 right
+    feats = [(1.0, 0.0), (0.0, 1.0), (3.0, 1.0), (2.0, 0.0), (1.0, 0.5)]
+    gaps = [0.5, 0.5, 2.0, 2.0, 5.0]
+    pairs = [dict(chosen_features=torch.tensor([c]), rejected_features=torch.tensor([r]), chosen_reward=g, rejected_reward=0.0)
+             for (c, r), g in zip(feats, gaps)]
+    out = rmod.accuracy_by_gap(head, pairs, [0.0, 1.0, 3.0, 10.0, 20.0])
+    assert [b["n"] for b in out] == [2, 2, 1, 0] and [b["accuracy"] for b in out[:3]] == [0.5, 1.0, 1.0] and math.isnan(out[3]["accuracy"])
+    x, vocab = rmod.bag_of_words(["Great, GREAT fun!", "not great", "isn't it fun"], min_count=2)
+    assert vocab == {"fun": 0, "great": 1} and x.tolist() == [[1.0, 2.0], [0.0, 1.0], [1.0, 0.0]]
+    x2, _ = rmod.bag_of_words(["isn't it fun"], min_count=1)
+    assert x2.shape == (1, 3)  # "isn't" stays one word
+    rows, v = rmod.bow_pairs([dict(prompt="p", chosen="great fun", rejected=[{"role": "assistant", "content": "dull"}], chosen_reward=1.0,
+                                   rejected_reward=0.0)], vocab)
+    assert v is vocab and rows[0]["chosen_features"].tolist() == [1.0, 1.0] and rows[0]["rejected_features"].tolist() == [0.0, 0.0]
