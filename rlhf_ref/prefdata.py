@@ -19,8 +19,8 @@ from .tasks import Task
 
 # %% auto #0
 __all__ = ['SOURCES', 'PAIRINGS', 'Rows', 'save_rows', 'load_rows', 'scored_samples', 'repetition_text', 'scored_responses',
-           'pair_indices', 'bt_labels', 'onpolicy_preferences', 'inject_noise', 'with_annotators', 'sample_tree',
-           'tree_preferences', 'chain_preferences', 'match_budget']
+           'pair_indices', 'bt_labels', 'sampled_pairs', 'onpolicy_preferences', 'inject_noise', 'with_annotators',
+           'sample_tree', 'tree_preferences', 'chain_preferences', 'match_budget']
 
 # %% ../nbs/05a_prefdata.ipynb #959c93cd
 class Rows(list):
@@ -191,6 +191,24 @@ def _label(cands: list[tuple], # (prompt, better side, worse side, extra fields)
                          **{f"rejected{key}": v for key, v in r.items() if key}, **extra))
     return rows
 
+def sampled_pairs(samples: list[dict], # `scored_samples` rows, from one sampling run or several (grouped by `prompt_index`)
+                  pairing: str = "all", # "best_worst" | "random" | "all" (see `pair_indices`)
+                  *, require_finished: bool = True, # pair only samples that ended with EOS
+                  n_pairs: int = 1, # pairs per prompt for "random"
+                  label_temperature: float = 0.0, # 0: gold order; T > 0: Bradley-Terry draws sigmoid(dr / T)
+                  seed: int = 0 # seeds the "random" pairing and the label draws
+                 ) -> list[dict]:
+    "Preference rows from scored samples: each prompt's samples paired by `pairing` (ties never), labelled by `_label`."
+    check_choice("pairing", pairing, set(PAIRINGS))
+    by_prompt, side = {}, lambda s: {"": s["response"], "_reward": s["reward"]}
+    for s in samples:
+        if s["finished"] or not require_finished: by_prompt.setdefault(s["prompt_index"], []).append(s)
+    rng = np.random.default_rng([seed, 1])
+    cands = [(g[i]["prompt"], side(g[i]), side(g[j]), {}) for g in by_prompt.values()
+             for i, j in pair_indices([s["reward"] for s in g], pairing, n_pairs=n_pairs, rng=rng)]
+    return _label(cands, label_temperature, seed)
+
+
 # %% ../nbs/05a_prefdata.ipynb #979be002
 def onpolicy_preferences(policy, tokenizer, task: Task, *, k: int = 4, # samples per prompt
                          n_prompts: int | None = None, # first n train prompts; None: all
@@ -212,12 +230,8 @@ def onpolicy_preferences(policy, tokenizer, task: Task, *, k: int = 4, # samples
     def make():
         samples = scored_samples(policy, tokenizer, task, n_prompts=n_prompts, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, cache=cache, progress=progress, **sampling)
-        rng, cands, side = np.random.default_rng([seed, 1]), [], lambda s: {"": s["response"], "_reward": s["reward"]}
-        for _, group in groupby(samples, key=lambda s: s["prompt_index"]):
-            group = [s for s in group if s["finished"] or not require_finished]
-            for i, j in pair_indices([s["reward"] for s in group], pairing, n_pairs=pairs_per_prompt, rng=rng):
-                cands.append((group[i]["prompt"], side(group[i]), side(group[j]), {}))
-        return _label(cands, label_temperature, seed)
+        return sampled_pairs(samples, pairing, require_finished=require_finished, n_pairs=pairs_per_prompt,
+                             label_temperature=label_temperature, seed=seed)
     return _cached("preferences", task.name, meta, make, cache)
 
 # %% ../nbs/05a_prefdata.ipynb #8d856421

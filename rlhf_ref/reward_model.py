@@ -21,7 +21,6 @@ from .algos import Algorithm
 from .core import cache_dir, check_choice, check_range, fingerprint, set_seed, to_device
 from .data import pad_prompt_response, tokenize_row
 from .models import _no_hf_progress
-from .prefdata import pair_indices
 from .train import TrainConfig, Trainer
 
 # %% auto #0
@@ -30,7 +29,7 @@ __all__ = ['POOLINGS', 'last_token_index', 'pool_states', 'LinearHead', 'MLPHead
            'response_feature_sets', 'response_features', 'feature_pairs', 'FeatureCollator', 'train_head', 'spearman',
            'gold_accuracy', 'pair_rewards', 'pair_accuracy', 'score', 'as_reward_fn', 'prompt_split',
            'prompt_candidates', 'standardize', 'fit_linear_bt', 'accuracy_by_gap', 'response_text', 'bag_of_words',
-           'bow_pairs', 'sampled_pairs']
+           'bow_pairs']
 
 # %% ../nbs/11_reward_model.ipynb #6bbf6e2e
 def last_token_index(attention_mask: torch.Tensor # (B, L) 1 on real tokens; padding on either side
@@ -465,15 +464,4 @@ def bow_pairs(rows: list[dict], vocabulary: dict[str, int] | None = None, **kw) 
     scalars = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
     return [dict(scalars(r), pair_index=i, chosen_features=x[at[response_text(r["chosen"])]],
                  rejected_features=x[at[response_text(r["rejected"])]]) for i, r in enumerate(rows)], vocabulary
-
-def sampled_pairs(samples: list[dict], # `rlhf_ref.prefdata.scored_samples` rows, from one or several sampling runs
-                  require_finished: bool = True # pair only samples that ended with EOS
-                 ) -> list[dict]:
-    "Every pair of a prompt's samples whose gold rewards differ, the better one chosen; with `chosen_reward`, `rejected_reward`."
-    by_prompt = {}
-    for s in samples:
-        if s["finished"] or not require_finished: by_prompt.setdefault(s["prompt_index"], []).append(s)
-    return [dict(prompt=g[i]["prompt"], chosen=g[i]["response"], rejected=g[j]["response"],
-                 chosen_reward=g[i]["reward"], rejected_reward=g[j]["reward"])
-            for g in by_prompt.values() for i, j in pair_indices([s["reward"] for s in g], "all")]
 

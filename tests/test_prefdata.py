@@ -424,3 +424,16 @@ def test_shipped_scored_set_is_found_without_sampling(monkeypatch):
     assert list(pd.scored_responses(policy, tok, sentiment_task(), n_prompts=64, progress=False)) == list(rows)
     assert list(scored_samples(policy, tok, sentiment_task(), n_prompts=64, progress=False)) == \
         [{k: v for k, v in r.items() if k != "source"} for r in rows if r["source"] == "sample"]
+
+
+from rlhf_ref.prefdata import sampled_pairs  # noqa: E402
+
+
+def test_sampled_pairs_pairs_every_distinct_reward_within_a_prompt():
+    samples = [dict(prompt_index=p, prompt=f"p{p}", response=f"r{p}{j}", reward=r, finished=f)
+               for p, rs, fs in [(0, [0.5, 0.1, 0.5, 0.9], [True, True, True, False]), (1, [0.2, 0.3, 0.3], [True, True, True])]
+               for j, (r, f) in enumerate(zip(rs, fs))]
+    rows = sampled_pairs(samples)
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [("r00", "r01"), ("r02", "r01"), ("r11", "r10"), ("r12", "r10")]
+    assert all(r["chosen_reward"] > r["rejected_reward"] and r["prompt"] == f"p{r['chosen'][1]}" for r in rows)
+    assert len(sampled_pairs(samples, require_finished=False)) == 5 + 2  # prompt 0: 6 pairs minus the tie; prompt 1: 2

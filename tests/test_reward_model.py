@@ -340,12 +340,3 @@ def test_accuracy_by_gap_partitions_pairs_and_bag_of_words_counts():
                                    rejected_reward=0.0)], vocab)
     assert v is vocab and rows[0]["chosen_features"].tolist() == [1.0, 1.0] and rows[0]["rejected_features"].tolist() == [0.0, 0.0]
 
-
-def test_sampled_pairs_pairs_every_distinct_reward_within_a_prompt():
-    samples = [dict(prompt_index=p, prompt=f"p{p}", response=f"r{p}{j}", reward=r, finished=f)
-               for p, rs, fs in [(0, [0.5, 0.1, 0.5, 0.9], [True, True, True, False]), (1, [0.2, 0.3, 0.3], [True, True, True])]
-               for j, (r, f) in enumerate(zip(rs, fs))]
-    rows = rmod.sampled_pairs(samples)
-    assert [(r["chosen"], r["rejected"]) for r in rows] == [("r00", "r01"), ("r02", "r01"), ("r11", "r10"), ("r12", "r10")]
-    assert all(r["chosen_reward"] > r["rejected_reward"] and r["prompt"] == f"p{r['chosen'][1]}" for r in rows)
-    assert len(rmod.sampled_pairs(samples, require_finished=False)) == 5 + 2  # prompt 0: 6 pairs minus the tie; prompt 1: 2
