@@ -198,7 +198,7 @@ def sampled_pairs(samples: list[dict], # `scored_samples` rows, from one samplin
                   label_temperature: float = 0.0, # 0: gold order; T > 0: Bradley-Terry draws sigmoid(dr / T)
                   seed: int = 0 # seeds the "random" pairing and the label draws
                  ) -> list[dict]:
-    "Preference rows from scored samples: each prompt's samples paired by `pairing` (ties never), labelled by `_label`."
+    "Preference rows from scored samples: each prompt's samples paired by `pairing` (ties never), labelled by the gold order or Bradley-Terry draws."
     check_choice("pairing", pairing, set(PAIRINGS))
     by_prompt, side = {}, lambda s: {"": s["response"], "_reward": s["reward"]}
     for s in samples:
