@@ -16,7 +16,8 @@ from .core import check_choice, check_range
 from .reward_model import RewardModel, as_reward_fn, batch_rewards
 
 # %% auto #0
-__all__ = ['GaussianHeads', 'robust_reward', 'head_subsets', 'brme_loss', 'BRME', 'robust_reward_fn']
+__all__ = ['GaussianHeads', 'robust_reward', 'head_stats', 'normalize_heads', 'head_subsets', 'brme_loss', 'BRME',
+           'robust_reward_fn']
 
 # %% ../nbs/11a_brme.ipynb #0a0df870
 class GaussianHeads(torch.nn.Module):
@@ -47,6 +48,26 @@ def robust_reward(out: torch.Tensor, # (N, k, 2): each head's mu and sigma
     r_nom = mu.gather(-1, sigma.argmin(-1, keepdim=True)).squeeze(-1) if nominal == "min_sigma" else mu.mean(-1)
     draws = mu if worst == "mu" else mu + sigma * torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
     return lam * r_nom + (1 - lam) * draws.min(-1).values
+
+# %% ../nbs/11a_brme.ipynb #b7e1a0c2
+def head_stats(out: torch.Tensor # (N, k, 2) head outputs on a reference set of responses (e.g. the training responses)
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    "Each head's mean and standard deviation of mu over the reference set, each (k,)."
+    assert out.dim() == 3 and out.shape[-1] == 2, f"expected (N, k, 2) head outputs, got {tuple(out.shape)}"
+    if out.shape[0] < 2: raise ValueError(f"head_stats needs at least 2 reference responses, got {out.shape[0]}")
+    mu = out[..., 0]
+    return mu.mean(0), mu.std(0)
+
+def normalize_heads(out: torch.Tensor, # (N, k, 2): each head's mu and sigma
+                    stats: tuple[torch.Tensor, torch.Tensor] # (mean, std) per head, from `head_stats`
+                   ) -> torch.Tensor:
+    "Heads on one scale: mu -> (mu - mean_i) / std_i and sigma -> sigma / std_i, shape (N, k, 2)."
+    mean, std = (torch.as_tensor(s, dtype=out.dtype, device=out.device) for s in stats)
+    if mean.shape != (out.shape[1],) or std.shape != (out.shape[1],):
+        raise ValueError(f"stats for {tuple(mean.shape)} / {tuple(std.shape)} heads, outputs of {out.shape[1]} heads")
+    if not (std > 0).all(): raise ValueError("a head's reward does not vary on the reference set (std 0): it cannot be normalised")
+    return torch.stack([(out[..., 0] - mean) / std, out[..., 1] / std], -1)
+
 
 # %% ../nbs/11a_brme.ipynb #9ca1f035
 def head_subsets(pair_index: torch.Tensor, # (B,) integer index of each pair in the dataset
@@ -113,7 +134,10 @@ class BRME(Algorithm):
         return (losses * member).sum() / member.sum().clamp(min=1), metrics
 
 # %% ../nbs/11a_brme.ipynb #63744a81
-def robust_reward_fn(rm: RewardModel, tokenizer, *, lam: float = 0.5, nominal: str = "min_sigma", worst: str = "mu", **kw):
+def robust_reward_fn(rm: RewardModel, tokenizer, *, lam: float = 0.5, nominal: str = "min_sigma", worst: str = "mu",
+                     stats: tuple[torch.Tensor, torch.Tensor] | None = None, # `head_stats`: put the heads on one scale first
+                     **kw):
     "A `Task.reward_fn` giving lam * r_nom + (1 - lam) * min_i r_i of a BRME reward model."
     check_range("lam", lam, 0, 1)
-    return as_reward_fn(rm, tokenizer, reduce=partial(robust_reward, lam=lam, nominal=nominal, worst=worst), **kw)
+    reduce = partial(robust_reward, lam=lam, nominal=nominal, worst=worst)
+    return as_reward_fn(rm, tokenizer, reduce=reduce if stats is None else lambda out: reduce(normalize_heads(out, stats)), **kw)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
-from rlhf_ref.brme import BRME, GaussianHeads, brme_loss, head_subsets, robust_reward, robust_reward_fn
+from rlhf_ref.brme import BRME, GaussianHeads, brme_loss, head_stats, head_subsets, normalize_heads, robust_reward, robust_reward_fn
 from rlhf_ref.reward_model import bt_loss
 
 t64 = lambda x: torch.tensor(x, dtype=torch.float64)
@@ -184,3 +184,38 @@ def test_brme_object_averages_over_each_heads_own_pairs():
     with pytest.raises(ValueError, match="pair_index"): algo.loss({"features": batch["features"]}, heads)
     with pytest.raises(ValueError, match="stage-1"): BRME(loss_type="mse").loss(batch, heads)
     with pytest.raises(ValueError): BRME(subset=0.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(a=arrays(np.float64, 3, elements=st.floats(0.1, 10)), b=arrays(np.float64, 3, elements=st.floats(-50, 50)),
+       lam=st.floats(0, 1))
+def test_normalised_affine_copies_of_one_reward_agree_for_every_lambda(a, b, lam):
+    r = torch.randn(40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = torch.stack([t64(a) * r[:, None] + t64(b), torch.full((40, 3), 0.5, dtype=torch.float64)], -1)
+    z = (r - r.mean()) / r.std()
+    torch.testing.assert_close(robust_reward(normalize_heads(out, head_stats(out)), lam=lam), z)
+
+
+def test_normalize_heads_by_hand_and_its_errors():
+    out = torch.stack([torch.tensor([[1.0, 10.0], [3.0, 30.0], [5.0, 20.0]]), torch.tensor([[0.2, 4.0]] * 3)], -1)  # (3, 2, 2)
+    mean, std = head_stats(out)
+    torch.testing.assert_close(mean, torch.tensor([3.0, 20.0])); torch.testing.assert_close(std, torch.tensor([2.0, 10.0]))
+    norm = normalize_heads(out, (mean, std))
+    torch.testing.assert_close(norm[..., 0], torch.tensor([[-1.0, -1.0], [0.0, 1.0], [1.0, 0.0]]))
+    torch.testing.assert_close(norm[..., 1], torch.tensor([[0.1, 0.4]] * 3))
+    with pytest.raises(ValueError, match="at least 2"): head_stats(out[:1])
+    with pytest.raises(ValueError, match="stats for"): normalize_heads(out, (torch.zeros(3), torch.ones(3)))
+    with pytest.raises(ValueError, match="std 0"): normalize_heads(out, (mean, torch.tensor([1.0, 0.0])))
+
+
+def test_robust_reward_fn_normalises_the_heads_before_the_reduction():
+    from rlhf_ref.models import tiny_policy
+    from rlhf_ref.reward_model import RewardModel, score
+    policy, tok = tiny_policy()
+    rm = RewardModel.from_policy(policy, seed=3, head=GaussianHeads(policy.config.hidden_size, k=3)).eval()
+    prompts, completions = ["a b", "c", "d e f"], ["x", "y z", "w"]
+    raw = score(rm, tok, prompts, completions)
+    stats = (torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1.0, 0.5, 3.0]))
+    got = robust_reward_fn(rm, tok, lam=0.0, stats=stats)(prompts, completions)
+    torch.testing.assert_close(torch.tensor(got), robust_reward(normalize_heads(raw, stats), lam=0.0), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(torch.tensor(got), robust_reward(raw, lam=0.0))
