@@ -2,8 +2,8 @@
 
 Same model (by default the embedded SmolLM2-135M-Instruct; with `--arch 135m|360m|1.7b` a random initialisation of that
 SmolLM2 shape, built from a config in this file, so no checkpoint is needed), fp32 on CPU, bf16 on CUDA; same
-preference pairs (`--pairs`, default 4; prompt about 60 tokens, responses about `--resp-tokens` (default 128) tokens a
-side), same beta and optimizer family. Contenders are run interleaved, in a fresh random order every round, after
+preference pairs (`--pairs`, default 4; prompt about 60 tokens, or about 60 + `--prompt-tokens`, responses about
+`--resp-tokens` (default 128) tokens a side), same beta and optimizer family. Contenders are run interleaved, in a fresh random order every round, after
 warm-up steps (the first AdamW step allocates its state); the medians are reported. Peak memory is measured for each
 contender in a separate process. On CUDA, model-FLOPs utilisation is printed: (6 x params x tokens for the policy's
 forward and backward + 2 x params x tokens for the reference forward, where there is one) / median step time / the
@@ -13,7 +13,10 @@ same count for every contender. Prints one JSON object.
 Contenders:
 - rlhf_ref: `rlhf_ref.dpo.DPO` driven exactly as `rlhf_ref.train.Trainer` drives it (loss, backward, clip, fused AdamW);
   the reference forward runs every step, as in TRL's default. Each prompt runs once for its two responses
-  (`rlhf_ref.logprobs.concatenated_forward`, the default), in the policy and in the reference.
+  (`rlhf_ref.logprobs.concatenated_forward`'s default, `share_prompt="auto"`) where that pays on the device: always on
+  the CPU, on a GPU only when the prompt is at least as long as the responses; in the policy and in the reference.
+- rlhf_ref_shared, rlhf_ref_unshared (not run by default): rlhf_ref with the prompt shared whatever the device and
+  lengths (what "auto" does on the CPU), and never shared: to measure what sharing gains or costs at a shape.
 - rlhf_ref_precomputed: the same with reference log-probs precomputed once per dataset (what the pipeline does); the
   step no longer contains a reference forward.
 - trl: `trl.DPOTrainer` (bf16=False, otherwise TRL's defaults, so activation checkpointing on), stepped as its
@@ -34,7 +37,7 @@ import torch.nn.functional as F
 
 BETA, LR = 0.1, 5e-6
 DEFAULT = ["rlhf_ref", "rlhf_ref_precomputed", "trl", "trl_no_ckpt", "floor"]
-ALL = DEFAULT + ["rlhf_ref_ckpt"]
+ALL = DEFAULT + ["rlhf_ref_ckpt", "rlhf_ref_shared", "rlhf_ref_unshared"]
 # SmolLM2 shapes (HuggingFaceTB/SmolLM2-{135M,360M,1.7B} config.json); 135m is the embedded model's config. All Llama,
 # vocabulary 49152, tied embeddings, head_dim 64. rope_theta does not change a step's cost.
 ARCHS = {"135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
@@ -48,8 +51,9 @@ PEAK_BF16 = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200"
              ("L40S", 362e12), ("A10G", 70e12), ("L4", 121e12)]
 
 
-def make_rows(tok, n=4, resp_tokens=128):
-    "`n` standard-format pairs: a movie-review prompt and two responses of about `resp_tokens` tokens."
+def make_rows(tok, n=4, resp_tokens=128, prompt_tokens=0):
+    """`n` standard-format pairs: a movie-review prompt (after a context of about `prompt_tokens` tokens, when given) and
+    two responses of about `resp_tokens` tokens."""
     from rlhf_ref.core import data_dir, read_jsonl
     prompts = [r["prompt"] for r in read_jsonl(data_dir() / "sentiment_prompts.jsonl")][:n]
     assert len(prompts) == n, f"only {len(prompts)} prompts"
@@ -58,10 +62,12 @@ def make_rows(tok, n=4, resp_tokens=128):
     stride = max(400, 2 * resp_tokens)
     ids = ids * (1 + (stride * n + 2 * resp_tokens) // len(ids))  # long batches wrap around the text
     cut = lambda start, k: tok.decode(ids[start:start + k])
-    prompt = lambda p: tok.apply_chat_template([{"role": "user", "content": "Write a long review that begins: " + p}],
-                                               add_generation_prompt=True, tokenize=False)
+    context = lambda i: f"Context: {cut(len(ids) - prompt_tokens - 2 * i, prompt_tokens)}\n\n" if prompt_tokens else ""
+    prompt = lambda i, p: tok.apply_chat_template(
+        [{"role": "user", "content": context(i) + "Write a long review that begins: " + p}],
+        add_generation_prompt=True, tokenize=False)
     d = lambda i: min(4 * (i % 8), resp_tokens // 2)  # lengths differ by a few tokens between rows and sides
-    return [dict(prompt=prompt(p), chosen=cut(stride * i, resp_tokens + d(i)),
+    return [dict(prompt=prompt(i, p), chosen=cut(stride * i, resp_tokens + d(i)),
                  rejected=cut(stride * i + stride // 2, resp_tokens - d(i))) for i, p in enumerate(prompts)]
 
 
@@ -85,7 +91,8 @@ def load_models(arch, device):
 def make_batch(tok, args):
     "The collated rlhf_ref batch of the benchmark's pairs (on the CPU)."
     from rlhf_ref.data import preference_dataset, PreferenceCollator
-    ds = preference_dataset(make_rows(tok, args.pairs, args.resp_tokens), tok, max_length=4096, max_prompt_length=512)
+    ds = preference_dataset(make_rows(tok, args.pairs, args.resp_tokens, args.prompt_tokens), tok, max_length=4096,
+                            max_prompt_length=2048)
     return ds, PreferenceCollator(tok.pad_token_id)(list(ds))
 
 
@@ -97,7 +104,7 @@ def setup(name, device, args):
     ref = frozen_copy(policy)
     PAIRS = args.pairs
     if name.startswith("trl"):
-        rows = make_rows(tok, args.pairs, args.resp_tokens)
+        rows = make_rows(tok, args.pairs, args.resp_tokens, args.prompt_tokens)
         from trl import DPOConfig, DPOTrainer
         from datasets import Dataset
         targs = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=PAIRS, learning_rate=LR, beta=BETA,
@@ -132,7 +139,16 @@ def setup(name, device, args):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
             opt.step(); opt.zero_grad(set_to_none=True)
-        return step
+        if name not in ("rlhf_ref_shared", "rlhf_ref_unshared"): return step
+        from rlhf_ref import logprobs
+        def forced_step():  # "auto" with the sharing threshold at 0 or infinity for this step only (one process for all)
+            old = logprobs.SHARE_PROMPT_MIN_RATIO.get(device)
+            logprobs.SHARE_PROMPT_MIN_RATIO[device] = 0.0 if name == "rlhf_ref_shared" else float("inf")
+            try: step()
+            finally:
+                if old is None: del logprobs.SHARE_PROMPT_MIN_RATIO[device]
+                else: logprobs.SHARE_PROMPT_MIN_RATIO[device] = old
+        return forced_step
     # the plain-PyTorch floor
     ids, attn, resp = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
     R = resp.shape[1]
@@ -191,6 +207,7 @@ def main():
     ap.add_argument("--contenders", default=",".join(DEFAULT), help=f"comma-separated, from {ALL}")
     ap.add_argument("--pairs", type=int, default=4, help="preference pairs per step")
     ap.add_argument("--resp-tokens", type=int, default=128, help="about this many tokens per response")
+    ap.add_argument("--prompt-tokens", type=int, default=0, help="a context of about this many tokens before each prompt")
     ap.add_argument("--arch", choices=sorted(ARCHS), default=None,
                     help="random-initialised SmolLM2 shape instead of the embedded pretrained 135M model")
     ap.add_argument("--probe-steps", type=int, default=3, help="steps per memory probe")
@@ -221,19 +238,22 @@ def main():
     with torch.device("meta"): n_params = sum(p.numel() for p in load_models_meta(args.arch).parameters())
     dev_name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     out = {"device": dev_name, "torch": torch.__version__, "arch": args.arch or "embedded SmolLM2-135M-Instruct",
-           "params": n_params, "pairs": args.pairs, "resp_tokens": args.resp_tokens,
+           "params": n_params, "pairs": args.pairs, "resp_tokens": args.resp_tokens, "prompt_tokens": args.prompt_tokens,
            "batch_shape": list(batch["input_ids"].shape), "real_tokens": tokens, "response_tokens": resp,
            "rounds": args.rounds, "median_step_s": med, "all_step_s": times, "ratios": {}}
-    for a in ("rlhf_ref", "rlhf_ref_precomputed", "rlhf_ref_ckpt"):
+    for a in ("rlhf_ref", "rlhf_ref_precomputed", "rlhf_ref_ckpt", "rlhf_ref_shared", "rlhf_ref_unshared"):
         for b in ("trl", "trl_no_ckpt", "floor"):
             if a in med and b in med: out["ratios"][f"{a}/{b}"] = med[a] / med[b]
+    if device == "cuda" and args.rounds:  # exact for a contender that ran alone in this process (the 1.7B runs on 80 GB)
+        out["this_process_peak_gb"] = {"contenders": names, "peak_gb": torch.cuda.max_memory_allocated() / 2**30}
     peak = peak_flops(dev_name, args.peak_tflops) if device == "cuda" or args.peak_tflops else None
     if peak and med:
         out["peak_bf16_flops"] = peak
         out["mfu"] = {n: flops_per_step(n, n_params, tokens) / t / peak for n, t in med.items()}
     if not args.no_memory:
         out["memory"] = {}
-        fwd = ["--pairs", str(args.pairs), "--resp-tokens", str(args.resp_tokens), "--probe-steps", str(args.probe_steps)]
+        fwd = ["--pairs", str(args.pairs), "--resp-tokens", str(args.resp_tokens), "--probe-steps", str(args.probe_steps),
+               "--prompt-tokens", str(args.prompt_tokens)]
         if args.arch: fwd += ["--arch", args.arch]
         for n in names:
             res = subprocess.run([sys.executable, __file__, "--probe", n, *fwd], capture_output=True, text=True)

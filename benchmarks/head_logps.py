@@ -1,5 +1,6 @@
 """Time and peak memory of the LM head's log-probs alone: plain (full (N, V) logits, log_softmax, gather) against
-`rlhf_ref.logprobs.head_logps` (chunks, custom backward), forward and backward, each in its own process.
+`rlhf_ref.logprobs.head_logps` (chunks, custom backward), forward and backward, each in its own process; then each one's
+error against the same computation in fp64 (log-probs, and the gradients of the hidden states and of the weight).
 
 Default size: N = 8192 response tokens (16 pairs x 256 tokens a side), d = 576, V = 49152 (SmolLM2-135M's head, tied
 or not makes no difference here); fp32 on CPU, bf16 on CUDA. Prints one JSON object.
@@ -34,8 +35,17 @@ def run(method, args):
         t = time.perf_counter(); step()
         if device == "cuda": torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    print(json.dumps({"median_s": statistics.median(times), "all_s": times, "peak_gb": peak_bytes(device) / 2**30,
-                      "before_gb": base / 2**30}))
+    peak = peak_bytes(device)  # before the accuracy check below, whose fp64 (N, V) tensors would dominate it
+    # accuracy against the same computation in fp64 from the same (rounded) weights and hidden states
+    lp = head_logps(h, head, y, args.chunk) if method == "chunked" else selective_logps(head(h), y, args.chunk)
+    gh, gw = torch.autograd.grad(lp.sum(), [h, head.weight])
+    h64, w64 = h.detach().double().requires_grad_(), head.weight.detach().double().requires_grad_()
+    exact = torch.log_softmax(h64 @ w64.t(), -1).gather(-1, y[:, None]).squeeze(-1)
+    eh, ew = torch.autograd.grad(exact.sum(), [h64, w64])
+    rel = lambda a, b: ((a.double() - b).norm() / b.norm()).item()
+    print(json.dumps({"median_s": statistics.median(times), "all_s": times, "peak_gb": peak / 2**30,
+                      "before_gb": base / 2**30, "max_abs_logp_error": (lp.double() - exact).abs().max().item(),
+                      "rel_grad_error_hidden": rel(gh, eh), "rel_grad_error_weight": rel(gw, ew)}))
 
 
 def main():

@@ -5,7 +5,7 @@ then profiles one step and prints the operators that took the most device time (
 wall time, so that a slow contender can be compared operator by operator with the plain-PyTorch floor. Not a timing
 benchmark (the profiler adds its own overhead); use `dpo_step.py` for ratios.
 
-Usage: python benchmarks/profile_step.py [--contenders rlhf_ref,floor] [--pairs 32] [--resp-tokens 512] [--arch 135m]
+Usage: python benchmarks/profile_step.py [--contenders rlhf_ref,floor] [--pairs 32] [--resp-tokens 512] [--prompt-tokens 0] [--arch 135m]
        [--rows 25] [--warmup 2]
 """
 import argparse, sys, time
@@ -20,6 +20,7 @@ def main():
     ap.add_argument("--contenders", default="rlhf_ref,floor", help=f"comma-separated, from {dpo_step.ALL}")
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--resp-tokens", type=int, default=128)
+    ap.add_argument("--prompt-tokens", type=int, default=0)
     ap.add_argument("--arch", choices=sorted(dpo_step.ARCHS), default=None)
     ap.add_argument("--rows", type=int, default=25, help="operators listed per contender")
     ap.add_argument("--warmup", type=int, default=2)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from .core import to_device
 
 # %% auto #0
-__all__ = ['selective_logps', 'head_logps', 'masked_sum', 'masked_mean', 'seq_logps', 'response_logps', 'concatenated_forward',
-           'logit_stats', 'preference_metrics', 'token_kl', 'head_token_kl', 'kl_estimate']
+__all__ = ['SHARE_PROMPT_MIN_RATIO', 'selective_logps', 'head_logps', 'masked_sum', 'masked_mean', 'seq_logps', 'response_logps',
+           'concatenated_forward', 'logit_stats', 'preference_metrics', 'token_kl', 'head_token_kl', 'kl_estimate']
 
 # %% ../nbs/02_logprobs.ipynb #4f666616
 def selective_logps(logits: torch.Tensor, # (..., V) unnormalised scores
@@ -30,20 +30,34 @@ def selective_logps(logits: torch.Tensor, # (..., V) unnormalised scores
     return torch.cat(out).view(labels.shape) if out else flat.new_zeros(labels.shape, dtype=torch.float32)
 
 # %% ../nbs/02_logprobs.ipynb #57f1a2e9
+def _mm32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`a @ b` in fp32. For bf16/fp16 CUDA inputs the product is written in fp32 by the matrix multiply itself
+    (`torch.mm(..., out_dtype=torch.float32)`, the same fp32 accumulation, no rounding to bf16 and no separate cast);
+    elsewhere, or where that overload is missing, the product is cast afterwards."""
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16) and _MM_OUT_DTYPE["ok"]:
+        try: return torch.mm(a, b, out_dtype=torch.float32)
+        except (RuntimeError, TypeError): _MM_OUT_DTYPE["ok"] = False  # older torch: decided once, cast from then on
+    return (a @ b).float()
+
+_MM_OUT_DTYPE = {"ok": True}
+
 class _HeadLogps(torch.autograd.Function):
     "log_softmax(hidden @ weight.T + bias)[labels] by chunks of rows; the backward recomputes each chunk's softmax."
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk_size, stats):
         dev = hidden.device.type  # under autocast, the head's matmul runs in the autocast dtype in both passes
         ctx.dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
-        W, b = weight.to(ctx.dtype), bias.to(ctx.dtype) if bias is not None else None
+        Wt, b = weight.to(ctx.dtype).t(), bias.float() if bias is not None else None
         lps, lses, means, ents = [], [], [], []
         with torch.autocast(dev, enabled=False):
             for i in range(0, hidden.shape[0], chunk_size):
-                z = F.linear(hidden[i:i + chunk_size].to(ctx.dtype), W, b).float()  # (chunk, V), freed each round
-                lse = torch.logsumexp(z, -1)
-                lps.append(z.gather(-1, labels[i:i + chunk_size, None]).squeeze(-1) - lse); lses.append(lse)
-                if stats: means.append(z.mean(-1)); ents.append(lse - (torch.exp(z - lse[:, None]) * z).sum(-1))
+                z = _mm32(hidden[i:i + chunk_size].to(ctx.dtype), Wt)  # (chunk, V) fp32 logits, freed each round
+                if b is not None: z += b
+                lsm, lab = torch.log_softmax(z, -1), labels[i:i + chunk_size, None]  # one fused pass over the chunk
+                lp = lsm.gather(-1, lab).squeeze(-1)
+                lps.append(lp); lses.append(z.gather(-1, lab).squeeze(-1) - lp)  # logsumexp(z), for the backward
+                if stats: means.append(z.mean(-1)); ents.append(-torch.linalg.vecdot(lsm.exp(), lsm))
+                del z, lsm
         cat = lambda xs: torch.cat(xs) if xs else hidden.new_zeros(0, dtype=torch.float32)
         ctx.save_for_backward(hidden, weight, bias, labels, cat(lses))
         ctx.chunk_size = chunk_size
@@ -55,7 +69,7 @@ class _HeadLogps(torch.autograd.Function):
     def backward(ctx, grad_lp, *_):
         hidden, weight, bias, labels, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        W, b = weight.to(ctx.dtype), bias.to(ctx.dtype) if bias is not None else None
+        W = weight.to(ctx.dtype)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if need_b else None
@@ -63,12 +77,14 @@ class _HeadLogps(torch.autograd.Function):
             for i in range(0, hidden.shape[0], ctx.chunk_size):
                 j = i + ctx.chunk_size
                 h, gl = hidden[i:j].to(ctx.dtype), grad_lp[i:j, None].float()
-                g = F.linear(h, W, b).float().sub_(lse[i:j, None]).exp_().mul_(-gl)  # -dL/dlogp * softmax, (chunk, V)
+                g = _mm32(h, W.t())  # the chunk's fp32 logits again
+                if bias is not None: g += bias.float()
+                g = g.sub_(lse[i:j, None]).exp_().mul_(-gl)  # -dL/dlogp * softmax, (chunk, V), in place
                 g.scatter_add_(1, labels[i:j, None], gl)  # + dL/dlogp at the label
                 if need_b: grad_b += g.sum(0)
                 g = g.to(ctx.dtype)
                 if need_h: grad_h[i:j] = (g @ W).to(hidden.dtype)
-                if need_w: grad_w += (g.t() @ h).float()
+                if need_w: grad_w += _mm32(g.t(), h)
         return (grad_h, grad_w.to(weight.dtype) if need_w else None, grad_b.to(bias.dtype) if need_b else None,
                 None, None, None)
 
@@ -117,19 +133,29 @@ def _final_hidden(model, use_cache: bool = False, **inputs):
     """`(final hidden states, output layer, model output)` when the hidden states reproduce the model's own logits; else None.
 
     The model is called (through its own forward, so wrappers such as DDP see the call) for the logits of the last
-    position only, and the head applied to the last hidden state must give those logits back: models that scale or
-    soft-cap their logits fail the check once and take the plain path from then on."""
+    position only, and on the model's first call the head applied to the last hidden state must give those logits back:
+    models that scale or soft-cap their logits fail the check once and take the plain path from then on. The check is
+    made once per model, not per call: it waits for the GPU (a host synchronisation), and a model's head does not change
+    what it computes between calls."""
     inner = getattr(model, "module", model)
-    if getattr(inner, "_rlhf_ref_hidden_ok", True) is False or not _accepts(model, "logits_to_keep"): return None
+    known = getattr(inner, "_rlhf_ref_hidden_ok", None)
+    if known is False or not _accepts(model, "logits_to_keep"): return None
     out = model(**inputs, use_cache=use_cache, logits_to_keep=1, output_hidden_states=True)
     head, hidden = inner.get_output_embeddings(), out.hidden_states[-1] if out.hidden_states else None
-    with torch.no_grad():
-        ok = head is not None and hidden is not None and torch.allclose(
-            head(hidden[:, -1]).float(), out.logits[:, -1].float(), rtol=1e-3, atol=1e-3)
-    inner._rlhf_ref_hidden_ok = bool(ok)
-    return (hidden, head, out) if ok else None
+    if known is None:
+        with torch.no_grad():
+            ok = head is not None and hidden is not None and torch.allclose(
+                head(hidden[:, -1]).float(), out.logits[:, -1].float(), rtol=1e-3, atol=1e-3)
+        inner._rlhf_ref_hidden_ok = known = bool(ok)
+    return (hidden, head, out) if known and head is not None and hidden is not None else None
 
 # %% ../nbs/02_logprobs.ipynb #fc409eae
+SHARE_PROMPT_MIN_RATIO = {"cpu": 0.0}  # share_prompt="auto": prompt columns / response columns needed, by device type
+
+def _worth_sharing(device: torch.device, P: int, R: int) -> bool:
+    "`share_prompt=\"auto\"`: always on the CPU; elsewhere (default ratio 1) only when the prompt is as long as the responses."
+    return P >= SHARE_PROMPT_MIN_RATIO.get(device.type, 1.0) * R
+
 def _can_share_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, R: int) -> bool:
     "Do rows i and n+i hold the same prompt, and can this model run it once for both? (See the section below.)"
     inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
@@ -158,9 +184,10 @@ def _shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.
     return torch.cat([first[0][:, -1:].repeat(2, 1, 1), second[0][:, :-1]], 1), first[1]
 
 # %% ../nbs/02_logprobs.ipynb #16deee0a
-def _response_hidden(model, inputs: dict, R: int, share_prompt: bool):
+def _response_hidden(model, inputs: dict, R: int, share_prompt: bool | str):
     "`(hidden (B, R, d) before each response column, head)`; None when the model's logits are not `head(hidden)`."
-    found = None
+    found, ids = None, inputs["input_ids"]
+    if share_prompt == "auto": share_prompt = _worth_sharing(ids.device, ids.shape[1] - R, R)
     if share_prompt and _can_share_prompt(model, inputs["input_ids"], inputs["attention_mask"], R):
         found = _shared_prompt_hidden(model, **inputs, R=R)
     if found is None:
@@ -179,7 +206,8 @@ def response_logps(model, # a causal LM
                    attention_mask: torch.Tensor, # (B, L) 1 on real tokens
                    response_mask: torch.Tensor, # (B, R) 1 on response tokens, which fill the last R columns
                    return_logits: bool = False, # also return the (N, V) logits of the N response tokens
-                   share_prompt: bool = False, # rows i and B/2+i may share a prompt: run it once when they do
+                   share_prompt: bool | str = False, # rows i and B/2+i may share a prompt: run it once when they do
+                                                     # (True), or when it pays on this device ("auto", see below)
                    return_stats: bool = False, # also return each response token's mean logit and entropy, (B, R)
                    return_hidden: bool = False, # also return the (N, d) hidden states and the head
                    chunk_size: int = 1024, # rows of (chunk, V) fp32 logits at a time
@@ -190,17 +218,19 @@ def response_logps(model, # a causal LM
     R, mask = response_mask.shape[1], response_mask.bool()
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask,
                   position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
-    labels, extras = input_ids[:, -R:][mask], {}  # (N,)
+    idx = mask.flatten().nonzero().squeeze(1)  # (N,) the response positions: the step's one host synchronisation
+    labels, extras = input_ids[:, -R:].flatten()[idx], {}  # (N,)
     found = _response_hidden(model, inputs, R, share_prompt)
-    if found is not None and return_hidden: extras["hidden"], extras["head"] = found[0][mask], found[1]
+    if found is not None: found = found[0].flatten(0, 1)[idx], found[1]  # (N, d)
+    if found is not None and return_hidden: extras["hidden"], extras["head"] = found
     if found is not None and not return_logits and isinstance(found[1], torch.nn.Linear):
-        out = head_logps(found[0][mask], found[1], labels, chunk_size, stats=return_stats)  # no (N, V) tensor kept
+        out = head_logps(found[0], found[1], labels, chunk_size, stats=return_stats)  # no (N, V) tensor kept
         lp, stats = (out[0], out[1:]) if return_stats else (out, ())
     else:
-        logits = found[1](found[0][mask]) if found is not None else _response_logits(model, inputs, R)[mask]  # (N, V)
+        logits = found[1](found[0]) if found is not None else _response_logits(model, inputs, R).flatten(0, 1)[idx]  # (N, V)
         lp, stats = selective_logps(logits, labels, chunk_size), logit_stats(logits, chunk_size) if return_stats else ()
         if return_logits: extras["logits"] = logits
-    scatter = lambda x: x.new_zeros(mask.shape).masked_scatter(mask, x)  # (N,) -> (B, R), 0 at padding
+    scatter = lambda x: x.new_zeros(mask.numel()).index_copy(0, idx, x).view(mask.shape)  # (N,) -> (B, R), 0 at padding
     if return_stats: extras["mean_logit"], extras["entropy"] = (scatter(s) for s in stats)
     return (scatter(lp), extras) if (return_logits or return_stats or return_hidden) else scatter(lp)
 
@@ -209,7 +239,8 @@ def concatenated_forward(model, # a causal LM
                          batch: dict, # from `rlhf_ref.data.collate_preferences`: chosen rows, then rejected rows
                          average: bool = False, # mean instead of sum over response tokens
                          return_logits: bool = False, # keep the (N, V) logits of the response tokens
-                         share_prompt: bool = True, # run each prompt once for both of its responses (when possible)
+                         share_prompt: bool | str = "auto", # run each prompt once for both of its responses: True
+                                                            # (when possible), "auto" (when it pays on this device), False
                          return_stats: bool = False, # `mean_logit`, `entropy` per response token, (2B, R)
                          return_hidden: bool = False, # keep the (N, d) hidden states and the head (`hidden`, `head`)
                         ) -> dict:

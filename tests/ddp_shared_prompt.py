@@ -18,7 +18,7 @@ ddp = DistributedDataParallel(model, find_unused_parameters=sys.argv[1:] == ["fi
 calls = []
 model.register_forward_pre_hook(lambda m, a, kw: calls.append(list(kw["input_ids"].shape)), with_kwargs=True)
 for _ in range(2):  # two backward passes: gradients accumulate, each synchronised
-    out = concatenated_forward(ddp, collate(rows[2 * rank:2 * rank + 2]))
+    out = concatenated_forward(ddp, collate(rows[2 * rank:2 * rank + 2]), share_prompt=True)
     (out["chosen_logps"] - 2 * out["rejected_logps"]).sum().backward()
 if rank == 0:
     one, _ = tiny_policy(device="cpu"); one.load_state_dict(model.state_dict())

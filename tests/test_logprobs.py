@@ -149,7 +149,7 @@ def test_shared_prompt_forward_equals_stacked_forward(tiny, uneven_batch):
     R = uneven_batch["response_mask"].shape[1]; P = uneven_batch["input_ids"].shape[1] - R
     assert (uneven_batch["attention_mask"][:, 0] == 0).any()  # some prompts are left-padded
     shapes, hook = _calls(a)
-    shared = concatenated_forward(a, uneven_batch, return_logits=True)
+    shared = concatenated_forward(a, uneven_batch, return_logits=True, share_prompt=True)
     hook.remove()
     assert shapes == [(5, P), (10, R)]  # the shared path was taken
     plain = concatenated_forward(b, uneven_batch, return_logits=True, share_prompt=False)
@@ -172,7 +172,7 @@ def test_shared_prompt_falls_back_when_it_cannot_share(tiny, uneven_batch):
     for k in ("input_ids", "attention_mask", "response_mask"):
         swapped[k] = torch.cat([uneven_batch[k][:5], uneven_batch[k][5:].flip(0)])
     shapes, hook = _calls(model)
-    out = concatenated_forward(model, swapped)
+    out = concatenated_forward(model, swapped, share_prompt=True)
     hook.remove()
     assert shapes == [(10, L)]
     torch.testing.assert_close(out["chosen_logps"], want["chosen_logps"])
@@ -181,7 +181,7 @@ def test_shared_prompt_falls_back_when_it_cannot_share(tiny, uneven_batch):
     ckpt = frozen_copy(model).requires_grad_(True)
     ckpt.activation_checkpointing_enable(); ckpt.train()
     shapes, hook = _calls(ckpt)
-    out = concatenated_forward(ckpt, uneven_batch)
+    out = concatenated_forward(ckpt, uneven_batch, share_prompt=True)
     hook.remove()
     assert shapes == [(10, L)]
     torch.testing.assert_close(out["token_logps"], want["token_logps"], rtol=1e-5, atol=1e-5)
@@ -190,7 +190,7 @@ def test_shared_prompt_falls_back_when_it_cannot_share(tiny, uneven_batch):
         def __init__(self, m): super().__init__(); self.module = m
         def forward(self, **kw): return self.module(**kw)
     shapes, hook = _calls(model)
-    out = concatenated_forward(Wrapped(model), uneven_batch)
+    out = concatenated_forward(Wrapped(model), uneven_batch, share_prompt=True)
     hook.remove()
     assert shapes == [(10, L)]
     torch.testing.assert_close(out["token_logps"], want["token_logps"])
@@ -221,11 +221,47 @@ def test_shared_prompt_with_either_cache_spelling(tiny, uneven_batch):
     assert _cache_arg(wrapped) == other
     R = uneven_batch["response_mask"].shape[1]; P = uneven_batch["input_ids"].shape[1] - R
     shapes, hook = _calls(model)
-    out = concatenated_forward(_Obj(wrapped), uneven_batch)
+    out = concatenated_forward(_Obj(wrapped), uneven_batch, share_prompt=True)
     hook.remove()
     assert shapes == [(5, P), (10, R)]  # the prompts ran once
     want = concatenated_forward(model, uneven_batch, share_prompt=False)
     torch.testing.assert_close(out["token_logps"], want["token_logps"], rtol=1e-5, atol=1e-5)
+
+
+def test_auto_shares_the_prompt_by_device_rule(tiny, uneven_batch, monkeypatch):
+    "`share_prompt=\"auto\"` (the default) shares when prompt columns >= ratio x response columns for the batch's device."
+    from rlhf_ref import logprobs
+    model, _ = tiny
+    R = uneven_batch["response_mask"].shape[1]; P = uneven_batch["input_ids"].shape[1] - R
+    dev = uneven_batch["input_ids"].device.type
+    for ratio, shared in ((0.0, True), (P / R, True), (P / R + 0.01, False), (None, dev == "cpu" or P >= R)):
+        if ratio is None: monkeypatch.delitem(logprobs.SHARE_PROMPT_MIN_RATIO, dev, raising=False)  # the shipped rule
+        else: monkeypatch.setitem(logprobs.SHARE_PROMPT_MIN_RATIO, dev, ratio)
+        shapes, hook = _calls(model)
+        concatenated_forward(model, uneven_batch)
+        hook.remove()
+        assert (shapes == [(5, P), (10, R)]) == shared and len(shapes) == (2 if shared else 1), (ratio, shapes)
+    monkeypatch.setitem(logprobs.SHARE_PROMPT_MIN_RATIO, dev, 0.0)
+    shapes, hook = _calls(model)
+    concatenated_forward(model, uneven_batch, share_prompt=False)  # False is never overridden
+    hook.remove()
+    assert shapes == [(10, P + R)]
+
+
+def test_head_is_checked_once_per_model(tiny, uneven_batch):
+    "The check that head(hidden) gives the model's logits runs on the first call only (it waits for the device)."
+    from rlhf_ref.models import frozen_copy
+    model = frozen_copy(tiny[0])
+    if hasattr(model, "_rlhf_ref_hidden_ok"): del model._rlhf_ref_hidden_ok  # copied from a model already checked
+    calls = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, o: calls.append(a[0].shape))
+    first = concatenated_forward(model, uneven_batch, share_prompt=False)
+    n_first = len(calls)
+    second = concatenated_forward(model, uneven_batch, share_prompt=False)
+    hook.remove()
+    assert model._rlhf_ref_hidden_ok is True
+    assert n_first == 2 and len(calls) == 3  # the model's own last-position logits and the check; then the logits only
+    torch.testing.assert_close(first["token_logps"], second["token_logps"])
 
 
 class _Obj:

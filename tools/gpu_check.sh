@@ -30,7 +30,10 @@
 # contenders whose peak memory is probed at each size; - for none), MEM_STEPS=0 (no TDPO / LoRA probes), DEADLINE
 # (default 565: step 2 gets what is left of that many seconds from the start, at least 60; PHASE2_S sets its limit
 # directly), PROFILE_ARGS (arguments of benchmarks/profile_step.py, run after step 1 when set, or in step 2 with
-# SKIP_BENCH=1: profile.txt), GPU_CARRY (default build/gpu_carry), PY.
+# SKIP_BENCH=1: profile.txt), GPU_CARRY (default build/gpu_carry), PY, CONTENDERS_135M (step 1's 135M contenders),
+# BENCH_LONG_PROMPT (dpo_step.py's size arguments for the long-prompt run; - skips it; BENCH_17B=- too), HEAD_ARGS, SKIP_SMALL=1 (no TDPO/LoRA
+# timings), GPU_SITE (a folder under the repository, e.g. build/gpu_site: the wheels and the checkpoint are kept there
+# and reused by the next call on the same machine).
 # A first run on an H200 (2026-11-27) took 555 s in all: set-up 52 s, step 1 153 s, step 2 350 s (pytest 137 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,14 +43,24 @@ CARRY=${GPU_CARRY:-build/gpu_carry}
 OUT=${OUT:-build/gpu_check_out}
 mkdir -p "$OUT"
 [ -d "$CARRY/model" ] && ls "$CARRY"/wheels/*.whl >/dev/null 2>&1 || { echo "gpu_check: $CARRY is incomplete: run tools/gpu_prepare.sh here first" >&2; exit 2; }
-SITE=$(mktemp -d /tmp/rlhf_ref_site.XXXXXX)
+# GPU_SITE=build/gpu_site keeps the installed wheels (and the random checkpoint, in build/gpu_site/cache) for the next
+# call on the same warm machine, whose ignored build outputs stay: a second call then skips the set-up (about 50 s)
+SITE=${GPU_SITE:-$(mktemp -d /tmp/rlhf_ref_site.XXXXXX)}
 WORK=$(mktemp -d /tmp/rlhf_ref_gpu.XXXXXX)
-$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$CARRY"/wheels/*.whl \
-  || { echo "gpu_check: installing the carried wheels failed" >&2; exit 2; }
+if [ ! -f "$SITE/.installed" ]; then
+  mkdir -p "$SITE"
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$CARRY"/wheels/*.whl \
+    || { echo "gpu_check: installing the carried wheels failed" >&2; exit 2; }
+  [ -n "${GPU_SITE:-}" ] && touch "$SITE/.installed"
+fi
 export PATH="$SITE/bin:$PATH" PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false RLHF_REF_DEVICE=${RLHF_REF_DEVICE:-cuda} PYTHONUNBUFFERED=1
-export RLHF_REF_CACHE=${RLHF_REF_CACHE:-$(mktemp -d /tmp/rlhf_ref_cache.XXXXXX)}
-$PY tools/random_checkpoint.py "$CARRY/model" --force || { echo "gpu_check: building the random checkpoint failed" >&2; exit 2; }
+if [ -n "${GPU_SITE:-}" ]; then export RLHF_REF_CACHE=${RLHF_REF_CACHE:-$PWD/$SITE/cache}
+else export RLHF_REF_CACHE=${RLHF_REF_CACHE:-$(mktemp -d /tmp/rlhf_ref_cache.XXXXXX)}; fi
+if [ ! -f "$RLHF_REF_CACHE/.random_checkpoint" ]; then
+  $PY tools/random_checkpoint.py "$CARRY/model" --force || { echo "gpu_check: building the random checkpoint failed" >&2; exit 2; }
+  [ -n "${GPU_SITE:-}" ] && touch "$RLHF_REF_CACHE/.random_checkpoint"
+fi
 elapsed() { echo "$(( $(date +%s) - T0 )) s"; }
 
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; echo "RLHF_REF_DEVICE=$RLHF_REF_DEVICE"
@@ -77,12 +90,17 @@ bench() {  # bench LIMIT_S LABEL CMD...: run one benchmark command under a time 
   [ $rc = 0 ] || { echo "exit status $rc"; tail -n 15 "$WORK/bench.err"; } | tee -a "$OUT/bench.txt"
   bench_rcs="${bench_rcs:-} $rc"
 }
+BENCH_LONG_PROMPT=${BENCH_LONG_PROMPT:---arch 135m --pairs 32 --resp-tokens 128 --prompt-tokens 512}
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
   bench 120 "DPO step, 135M" $PY benchmarks/dpo_step.py $BENCH_135M --rounds 5 --warmup 2 --no-memory \
-    --contenders rlhf_ref,rlhf_ref_precomputed,rlhf_ref_ckpt,trl,trl_no_ckpt,floor
+    --contenders ${CONTENDERS_135M:-rlhf_ref,rlhf_ref_shared,rlhf_ref_precomputed,rlhf_ref_ckpt,trl,trl_no_ckpt,floor}
+  # prompts longer than the responses: where "auto" shares the prompt on a GPU; both choices forced, beside the others
+  [ "$BENCH_LONG_PROMPT" = - ] || bench 120 "DPO step, 135M, long prompts" $PY benchmarks/dpo_step.py $BENCH_LONG_PROMPT \
+    --rounds 5 --warmup 2 --no-memory --contenders rlhf_ref_shared,rlhf_ref_unshared,trl_no_ckpt,floor
   # at 1.7B each contender holds ~17 GB of weights, gradients and AdamW state, and a step's activations reach ~45 GB:
   # three interleaved fit a 139 GB card, not an 80 GB one, where each runs in its own process instead
-  if [ "$GPU_GB" -ge 120 ] || [ "$RLHF_REF_DEVICE" = cpu ]; then
+  if [ "$BENCH_17B" = - ]; then :  # skipped
+  elif [ "$GPU_GB" -ge 120 ] || [ "$RLHF_REF_DEVICE" = cpu ]; then
     bench 120 "DPO step, 1.7B shape (interleaved)" $PY benchmarks/dpo_step.py $BENCH_17B --rounds 5 --warmup 2 --no-memory \
       --contenders rlhf_ref,trl_no_ckpt,floor
   else
@@ -91,9 +109,11 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
         --rounds 5 --warmup 2 --no-memory --contenders $c
     done
   fi
-  bench 45 "LM head log-probs, N=16384, d=2048" $PY benchmarks/head_logps.py --n 16384 --d 2048
-  bench 45 "TDPO step against DPO (timings)" $PY benchmarks/tdpo_step.py --rounds 5 --no-memory
-  bench 45 "LoRA DPO against full DPO (timings)" $PY benchmarks/lora_step.py --rounds 5 --no-memory
+  bench 45 "LM head log-probs, ${HEAD_ARGS:=--n 16384 --d 2048}" $PY benchmarks/head_logps.py $HEAD_ARGS
+  if [ "${SKIP_SMALL:-0}" != 1 ]; then  # SKIP_SMALL=1: not the 4-pair TDPO and LoRA timings
+    bench 45 "TDPO step against DPO (timings)" $PY benchmarks/tdpo_step.py --rounds 5 --no-memory
+    bench 45 "LoRA DPO against full DPO (timings)" $PY benchmarks/lora_step.py --rounds 5 --no-memory
+  fi
 fi
 
 profile() {  # operator-level profile of one step (benchmarks/profile_step.py): profile.txt
@@ -122,7 +142,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     || echo "gpu_check: could not write $BIN/rlhf-ref: tests/test_cli.py will fail" >&2
   TO=""; $PY -c "import pytest_timeout" 2>/dev/null && TO="--timeout 240"
   # shellcheck disable=SC2086
-  ( timeout "$PHASE2_S" $PY -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:--n 7 --ignore=tests/test_docs.py} $TO -ra ${TESTS:-tests} >"$OUT/pytest.txt" 2>&1
+  # -v: one line per test as it ends (PASSED / FAILED / ERROR with its name), so the names survive the time limit,
+  # which cuts off pytest's closing summary (a -q run that ran out of time left only dots)
+  ( timeout "$PHASE2_S" $PY -m pytest -v -p no:cacheprovider ${PYTEST_ARGS:--n 7 --ignore=tests/test_docs.py} $TO -ra ${TESTS:-tests} >"$OUT/pytest.txt" 2>&1
     echo "pytest exit status: $?" >>"$OUT/pytest.txt" ) &
   pids+=($!)
 fi
@@ -186,8 +208,10 @@ fi
 { echo "device: $(grep -m1 -E '^GPU|default device' "$OUT/env.txt")"
   echo "benchmark exit statuses:${bench_rcs:- skipped}"
   echo "pytest: $(grep -E '[0-9]+ (passed|failed)' "$OUT/pytest.txt" 2>/dev/null | tail -n 1); $(grep 'pytest exit status' "$OUT/pytest.txt" 2>/dev/null)"
+  echo "pytest so far: $(grep -c ' PASSED' "$OUT/pytest.txt" 2>/dev/null) passed, $(grep -c ' SKIPPED' "$OUT/pytest.txt" 2>/dev/null) skipped, $(grep -cE ' (FAILED|ERROR)' "$OUT/pytest.txt" 2>/dev/null) failed or errors"
+  grep -E ' (FAILED|ERROR) ' "$OUT/pytest.txt" 2>/dev/null | sed -E 's/^\[gw[0-9]+\] \[ *[0-9]+%\] //' | sort -u | head -n 40
   head -n 1 "$OUT/notebooks.txt" 2>/dev/null
   grep -E "exit status|max \|" "$OUT/fsdp.txt" 2>/dev/null
   echo "total $(elapsed)"; } | tee "$OUT/summary.txt"
-rm -rf "$SITE"
+[ -n "${GPU_SITE:-}" ] || rm -rf "$SITE"
 grep -q "pytest exit status: 0" "$OUT/pytest.txt" 2>/dev/null || [ "${SKIP_TESTS:-0}" = 1 ]
