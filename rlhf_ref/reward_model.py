@@ -250,6 +250,19 @@ def encoded_features(rm: RewardModel, encoded: list[tuple[list[int], list[int]]]
     return stacked if kinds else stacked[0]
 
 # %% ../nbs/11_reward_model.ipynb #7f93fb34
+def _merge_into_store(path: Path, new: dict) -> dict:
+    """Add `new` entries to the feature store file at `path` and return the whole store. The file is re-read under an
+    exclusive lock before writing, so processes that fill the same store at once keep each other's entries (a plain
+    load-update-save would drop whatever another process saved in between); the write goes to a temporary file that
+    replaces the store in one step, so a reader never sees half a file. The lock is `filelock`'s (a dependency of torch
+    and huggingface_hub, so always installed; it works on every platform, unlike `fcntl`)."""
+    from filelock import FileLock
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        store = torch.load(path) if path.exists() else {}
+        store.update(new)
+        tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.pt"); torch.save(store, tmp); tmp.replace(path)
+    return store
+
 def response_feature_sets(rm: RewardModel, tokenizer, prompts: list, responses: list, *,
                           kinds: list[tuple[str, int]], # (pooling, layer) pairs, e.g. [("last", -1), ("mean", 15)]
                           batch_size: int = 16, max_length: int = 256, max_prompt_length: int = 128, cache: bool = True
@@ -266,8 +279,7 @@ def response_feature_sets(rm: RewardModel, tokenizer, prompts: list, responses: 
         new = encoded_features(rm, [enc[first[k]] for k in todo], tokenizer.pad_token_id, batch_size=batch_size, kinds=kinds)
         for store, path, feats in zip(stores, paths, new):
             store.update(zip(todo, feats))
-            if cache:
-                tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.pt"); torch.save(store, tmp); tmp.replace(path)  # atomic
+            if cache: _merge_into_store(path, dict(zip(todo, feats)))  # keeps what other processes saved meanwhile
     return [torch.stack([s[k] for k in keys]) if keys else torch.zeros(0, rm.config.hidden_size) for s in stores]
 
 def response_features(rm: RewardModel, tokenizer, prompts: list, responses: list, *, batch_size: int = 16,

@@ -200,6 +200,25 @@ def test_feature_path_equals_token_path_and_is_cached(rm_and_tok, monkeypatch, t
     with pytest.raises(AssertionError, match="recomputed"): response_features(rm, tok, ["new prompt"], [" new response"])
 
 
+def test_concurrent_writers_keep_each_others_features(rm_and_tok, monkeypatch, tmp_path):
+    "A store written by another process while this one computes keeps both processes' entries (no lost update)."
+    rm, tok = rm_and_tok
+    monkeypatch.setenv("RLHF_REF_CACHE", str(tmp_path))
+    real = rmod.encoded_features
+    def meanwhile(*a, **k):  # after this call has read the (empty) store, another writer fills the same file
+        monkeypatch.setattr(rmod, "encoded_features", real)
+        response_features(rm, tok, ["other prompt"], [" other response"])
+        return real(*a, **k)
+    monkeypatch.setattr(rmod, "encoded_features", meanwhile)
+    mine = response_features(rm, tok, ["my prompt"], [" my response"])
+    stores = list((tmp_path / "features").glob("*.pt"))
+    assert len(stores) == 1 and len(torch.load(stores[0])) == 2  # a load-update-save would have kept 1
+    def boom(*a, **k): raise AssertionError("features were recomputed")
+    monkeypatch.setattr(rmod, "encoded_features", boom)
+    torch.testing.assert_close(response_features(rm, tok, ["my prompt"], [" my response"]), mine)
+    response_features(rm, tok, ["other prompt"], [" other response"])  # both read back from the cache
+
+
 def test_as_reward_fn_equals_score_and_needs_reduce_for_several_heads(rm_and_tok):
     rm, tok = rm_and_tok
     prompts = [[{"role": "user", "content": "Finish: the film"}], "plain prompt"]
