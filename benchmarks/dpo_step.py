@@ -112,18 +112,7 @@ def setup(name, device, args):
                           disable_tqdm=True, max_length=4096,
                           activation_checkpointing=name == "trl", logging_steps=10**9)
         trainer = DPOTrainer(model=policy, ref_model=ref, args=targs, train_dataset=Dataset.from_list(rows), processing_class=tok)
-        if targs.activation_checkpointing:  # what Trainer.train() does before its loop
-            trainer.model.activation_checkpointing_enable(activation_checkpointing_kwargs=targs.activation_checkpointing_kwargs)
-        trainer.create_optimizer_and_scheduler(num_training_steps=targs.max_steps)
-        trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train()'s loop
-        batch = next(iter(trainer.get_train_dataloader()))
-        model = trainer.model
-        def step():
-            model.train()
-            trainer.training_step(model, batch)
-            trainer.accelerator.clip_grad_norm_(model.parameters(), targs.max_grad_norm)
-            trainer.optimizer.step(); trainer.lr_scheduler.step(); model.zero_grad(set_to_none=True)
-        return step
+        return trl_step(trainer)
     ds, _ = make_batch(tok, args)
     if name == "rlhf_ref_precomputed": ds = precompute_ref_logps(ds, ref, tok.pad_token_id)
     batch = {k: v.to(device) for k, v in PreferenceCollator(tok.pad_token_id)(list(ds)).items() if torch.is_tensor(v)}
@@ -134,11 +123,7 @@ def setup(name, device, args):
         algo = DPO(beta=BETA)
         if name == "rlhf_ref_ckpt":  # as `Trainer` does for `TrainConfig(activation_checkpointing=True)`
             (getattr(policy, "activation_checkpointing_enable", None) or policy.gradient_checkpointing_enable)()
-        def step():
-            loss, _ = algo.loss(batch, policy, ref)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
-            opt.step(); opt.zero_grad(set_to_none=True)
+        step = algo_step(algo, batch, policy, ref, opt)
         if name not in ("rlhf_ref_shared", "rlhf_ref_unshared"): return step
         from rlhf_ref import logprobs
         def forced_step():  # "auto" with the sharing threshold at 0 or infinity for this step only (one process for all)
@@ -165,6 +150,57 @@ def setup(name, device, args):
     return step
 
 
+def algo_step(algo, batch, policy, ref, opt):
+    "One step of an rlhf_ref algorithm as `rlhf_ref.train.Trainer` takes it (loss, backward, clip at 10, the optimizer)."
+    def step():
+        loss, _ = algo.loss(batch, policy, ref)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
+        opt.step(); opt.zero_grad(set_to_none=True)
+        return loss.detach()
+    return step
+
+
+def trl_step(trainer):
+    """One optimizer step of a TRL trainer on its first batch, as `Trainer._inner_training_loop` takes it (training_step,
+    clip, optimizer and scheduler step), after the set-up `Trainer.train()` does; returns the step function (which
+    returns the detached loss)."""
+    targs = trainer.args
+    if targs.activation_checkpointing:  # what Trainer.train() does before its loop
+        trainer.model.activation_checkpointing_enable(activation_checkpointing_kwargs=targs.activation_checkpointing_kwargs)
+    trainer.create_optimizer_and_scheduler(num_training_steps=targs.max_steps)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train()'s loop
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    def step():
+        model.train()
+        loss = trainer.training_step(model, batch)
+        trainer.accelerator.clip_grad_norm_(model.parameters(), targs.max_grad_norm)
+        trainer.optimizer.step(); trainer.lr_scheduler.step(); model.zero_grad(set_to_none=True)
+        return loss.detach()
+    return step
+
+
+def peak_memory(step, device, steps):
+    "`{baseline_gb, peak_gb}` of `steps` calls of `step` in this process, after its set-up (for a fresh child process)."
+    if device == "cuda": torch.cuda.synchronize(); base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
+    else: base = _peak_rss()
+    for _ in range(steps): step()
+    sync(device)
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss()
+    return {"baseline_gb": base / 2**30, "peak_gb": peak / 2**30}
+
+
+def interleaved_times(steps: dict, rounds: int, device) -> tuple[dict, dict]:
+    "`(all step times, medians)` by contender: every round runs each step once, in a fresh random order (seeded)."
+    times, rng = {n: [] for n in steps}, random.Random(0)
+    for _ in range(rounds):
+        for n in rng.sample(list(steps), len(steps)):
+            sync(device); t = time.perf_counter(); steps[n](); sync(device)
+            times[n].append(time.perf_counter() - t)
+    return times, {n: statistics.median(v) for n, v in times.items() if v}
+
+
 def sync(device):
     if device == "cuda": torch.cuda.synchronize()
 
@@ -181,13 +217,7 @@ def _peak_rss() -> int:
 
 def memory_probe(name, device, args):
     "Run in a child process: peak memory of `args.probe_steps` steps of one contender, and its baseline after set-up."
-    step, steps = setup(name, device, args), args.probe_steps
-    if device == "cuda": torch.cuda.synchronize(); base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
-    else: base = _peak_rss()
-    for _ in range(steps): step()
-    sync(device)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss()
-    print(json.dumps({"baseline_gb": base / 2**30, "peak_gb": peak / 2**30}))
+    print(json.dumps(peak_memory(setup(name, device, args), device, args.probe_steps)))
 
 
 def flops_per_step(name, n_params, tokens):
@@ -225,13 +255,7 @@ def main():
     steps = {n: setup(n, device, args) for n in names} if args.rounds else {}
     for n in names:
         for _ in range(args.warmup): steps[n]()
-    times = {n: [] for n in names}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        for n in rng.sample(names, len(names)):
-            sync(device); t = time.perf_counter(); steps[n](); sync(device)
-            times[n].append(time.perf_counter() - t)
-    med = {n: statistics.median(v) for n, v in times.items() if v}
+    times, med = interleaved_times(steps, args.rounds, device) if steps else ({n: [] for n in names}, {})
     from rlhf_ref.models import load_tokenizer
     _, batch = make_batch(load_tokenizer(), args)
     tokens, resp = int(batch["attention_mask"].sum()), int(batch["response_mask"].sum())

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dpo_step import BETA, LR, make_rows, _peak_rss, sync  # the same pairs and settings as the DPO benchmark
+from dpo_step import BETA, LR, make_rows, peak_memory, sync  # the same pairs and settings as the DPO benchmark
 
 ALL = ["full", "lora"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -53,13 +53,7 @@ def setup(name, device, rank=16):
 
 def memory_probe(name, device, rank, steps=3):
     "Run in a child process: peak memory of `steps` steps of one contender, and its baseline after set-up."
-    step, _ = setup(name, device, rank)
-    if device == "cuda": torch.cuda.synchronize(); base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
-    else: base = _peak_rss()
-    for _ in range(steps): step()
-    sync(device)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss()
-    print(json.dumps({"baseline_gb": base / 2**30, "peak_gb": peak / 2**30}))
+    print(json.dumps(peak_memory(setup(name, device, rank)[0], device, steps)))
 
 
 def main():

@@ -12,12 +12,12 @@ Prints one JSON object with the ratios tdpo/dpo and tdpo/dpo_precomputed.
 Usage: python benchmarks/tdpo_step.py [--model tiny] [--pairs 4] [--resp-tokens 128] [--rounds 5] [--warmup 2] [--no-memory]
 """
 from __future__ import annotations
-import argparse, json, random, statistics, subprocess, sys, time
+import argparse, json, subprocess, sys
 from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dpo_step import _peak_rss, make_rows, sync  # the batch and the measurement helpers of the DPO benchmark
+from dpo_step import interleaved_times, make_rows, peak_memory  # the batch and the measurement helpers of the DPO benchmark
 
 ALL = ["dpo", "dpo_precomputed", "tdpo"]
 
@@ -46,13 +46,7 @@ def setup(name, device, model=None, pairs=4, resp_tokens=128):
 
 def memory_probe(name, device, **kw):
     "Run in a child process: peak memory of 3 steps of one contender, and its baseline after set-up."
-    step = setup(name, device, **kw)
-    if device == "cuda": torch.cuda.synchronize(); base = torch.cuda.memory_allocated(); torch.cuda.reset_peak_memory_stats()
-    else: base = _peak_rss()
-    for _ in range(3): step()
-    sync(device)
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss()
-    print(json.dumps({"baseline_gb": base / 2**30, "peak_gb": peak / 2**30}))
+    print(json.dumps(peak_memory(setup(name, device, **kw), device, 3)))
 
 
 def main():
@@ -71,12 +65,7 @@ def main():
     steps = {n: setup(n, device, **kw) for n in ALL} if args.rounds else {}  # --rounds 0: peak memory only
     for n in steps:
         for _ in range(args.warmup): steps[n]()
-    times, rng = {n: [] for n in ALL}, random.Random(0)
-    for _ in range(args.rounds):
-        for n in rng.sample(ALL, len(ALL)):
-            sync(device); t = time.perf_counter(); steps[n](); sync(device)
-            times[n].append(time.perf_counter() - t)
-    med = {n: statistics.median(v) for n, v in times.items() if v}
+    times, med = interleaved_times(steps, args.rounds, device) if steps else ({n: [] for n in ALL}, {})
     out = {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
            "torch": torch.__version__, "model": args.model or "smollm2", "pairs": args.pairs, "resp_tokens": args.resp_tokens,
            "rounds": args.rounds, "median_step_s": med, "all_step_s": times,

@@ -31,7 +31,7 @@
 # (default 565: step 2 gets what is left of that many seconds from the start, at least 60; PHASE2_S sets its limit
 # directly), PROFILE_ARGS (arguments of benchmarks/profile_step.py, run after step 1 when set, or in step 2 with
 # SKIP_BENCH=1: profile.txt), GPU_CARRY (default build/gpu_carry), PY, CONTENDERS_135M (step 1's 135M contenders),
-# BENCH_LONG_PROMPT (dpo_step.py's size arguments for the long-prompt run; - skips it; BENCH_17B=- too), HEAD_ARGS, SKIP_SMALL=1 (no TDPO/LoRA
+# BENCH_LONG_PROMPT (dpo_step.py's size arguments for the long-prompt run; - skips it; BENCH_17B=- too), HEAD_ARGS, SKIP_SMALL=1 (no TDPO/LoRA/SimPO
 # timings), GPU_SITE (a folder under the repository, e.g. build/gpu_site: the wheels and the checkpoint are kept there
 # and reused by the next call on the same machine).
 # A first run on an H200 (2026-11-27) took 555 s in all: set-up 52 s, step 1 153 s, step 2 350 s (pytest 137 s).
@@ -110,9 +110,10 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     done
   fi
   bench 45 "LM head log-probs, ${HEAD_ARGS:=--n 16384 --d 2048}" $PY benchmarks/head_logps.py $HEAD_ARGS
-  if [ "${SKIP_SMALL:-0}" != 1 ]; then  # SKIP_SMALL=1: not the 4-pair TDPO and LoRA timings
+  if [ "${SKIP_SMALL:-0}" != 1 ]; then  # SKIP_SMALL=1: not the 4-pair TDPO, LoRA and SimPO/CPO timings
     bench 45 "TDPO step against DPO (timings)" $PY benchmarks/tdpo_step.py --rounds 5 --no-memory
     bench 45 "LoRA DPO against full DPO (timings)" $PY benchmarks/lora_step.py --rounds 5 --no-memory
+    bench 60 "SimPO and CPO against TRL's CPOTrainer (timings)" $PY benchmarks/simpo_step.py --rounds 5 --no-memory
   fi
 fi
 
@@ -168,6 +169,7 @@ if [ "${SKIP_MEMORY:-${SKIP_BENCH:-0}}" != 1 ]; then
       echo "== tdpo_step.py / lora_step.py peak memory (rounds 0: the probes only)"
       timeout "$(tl 60)" $PY benchmarks/tdpo_step.py --rounds 0 --warmup 0 2>>"$WORK/memory.err"
       timeout "$(tl 60)" $PY benchmarks/lora_step.py --rounds 0 --warmup 0 2>>"$WORK/memory.err"
+      timeout "$(tl 90)" $PY benchmarks/simpo_step.py --rounds 0 --warmup 0 2>>"$WORK/memory.err"
     fi ) >"$OUT/memory.txt" 2>&1 &
   pids+=($!)
 fi
