@@ -206,8 +206,7 @@ def response_logps(model, # a causal LM
                    attention_mask: torch.Tensor, # (B, L) 1 on real tokens
                    response_mask: torch.Tensor, # (B, R) 1 on response tokens, which fill the last R columns
                    return_logits: bool = False, # also return the (N, V) logits of the N response tokens
-                   share_prompt: bool | str = False, # rows i and B/2+i may share a prompt: run it once when they do
-                                                     # (True), or when it pays on this device ("auto", see below)
+                   share_prompt: bool | str = False, # rows i and B/2+i share a prompt: run it once? True, "auto"
                    return_stats: bool = False, # also return each response token's mean logit and entropy, (B, R)
                    return_hidden: bool = False, # also return the (N, d) hidden states and the head
                    chunk_size: int = 1024, # rows of (chunk, V) fp32 logits at a time
@@ -239,8 +238,7 @@ def concatenated_forward(model, # a causal LM
                          batch: dict, # from `rlhf_ref.data.collate_preferences`: chosen rows, then rejected rows
                          average: bool = False, # mean instead of sum over response tokens
                          return_logits: bool = False, # keep the (N, V) logits of the response tokens
-                         share_prompt: bool | str = "auto", # run each prompt once for both of its responses: True
-                                                            # (when possible), "auto" (when it pays on this device), False
+                         share_prompt: bool | str = "auto", # one prompt pass for both responses? True, False, "auto"
                          return_stats: bool = False, # `mean_logit`, `entropy` per response token, (2B, R)
                          return_hidden: bool = False, # keep the (N, d) hidden states and the head (`hidden`, `head`)
                         ) -> dict:
