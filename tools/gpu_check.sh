@@ -31,10 +31,12 @@
 # (default 565: step 2 gets what is left of that many seconds from the start, at least 60; PHASE2_S sets its limit
 # directly), PROFILE_ARGS (arguments of benchmarks/profile_step.py, run after step 1 when set, or in step 2 with
 # SKIP_BENCH=1: profile.txt), GPU_CARRY (default build/gpu_carry), PY, CONTENDERS_135M (step 1's 135M contenders),
-# BENCH_LONG_PROMPT (dpo_step.py's size arguments for the long-prompt run; - skips it; BENCH_17B=- too), HEAD_ARGS, SKIP_SMALL=1 (no TDPO/LoRA/SimPO
-# timings), GPU_SITE (a folder under the repository, e.g. build/gpu_site: the wheels and the checkpoint are kept there
-# and reused by the next call on the same machine).
+# BENCH_LONG_PROMPT (dpo_step.py's size arguments for the long-prompt run; - skips it; BENCH_17B=- too), HEAD_ARGS,
+# SKIP_SMALL=1 (no TDPO/LoRA/SimPO timings), GPU_SITE (a folder under the repository, e.g. build/gpu_site: the wheels
+# and the checkpoint are kept there and reused by the next call on the same machine).
 # A first run on an H200 (2026-11-27) took 555 s in all: set-up 52 s, step 1 153 s, step 2 350 s (pytest 137 s).
+# Later that day, on an H200: step 1 alone with SKIP_SMALL=1 took 158 s with set-up; the tests and notebooks side by
+# side did not finish pytest in 400 s, nor did pytest alone at -n 14 in 150 s: give pytest alone about 500 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
