@@ -3,12 +3,12 @@
 Same model (by default the embedded SmolLM2-135M-Instruct; with `--arch 135m|360m|1.7b` a random initialisation of that
 SmolLM2 shape, built from a config in this file, so no checkpoint is needed), fp32 on CPU, bf16 on CUDA; same
 preference pairs (`--pairs`, default 4; prompt about 60 tokens, or about 60 + `--prompt-tokens`, responses about
-`--resp-tokens` (default 128) tokens a side), same beta and optimizer family. Contenders are run interleaved, in a fresh random order every round, after
-warm-up steps (the first AdamW step allocates its state); the medians are reported. Peak memory is measured for each
-contender in a separate process. On CUDA, model-FLOPs utilisation is printed: (6 x params x tokens for the policy's
-forward and backward + 2 x params x tokens for the reference forward, where there is one) / median step time / the
-card's peak dense bf16 FLOP/s; tokens are the real (non-padding) tokens of the stacked chosen and rejected rows, the
-same count for every contender. Prints one JSON object.
+`--resp-tokens` (default 128) tokens a side), same beta and optimizer family. Contenders are run interleaved, in a
+fresh random order every round, after warm-up steps (the first AdamW step allocates its state); the medians are
+reported. Peak memory is measured for each contender in a separate process. On CUDA, model-FLOPs utilisation is printed:
+(6 x params x tokens for the policy's forward and backward + 2 x params x tokens for the reference forward, where there
+is one) / median step time / the card's peak dense bf16 FLOP/s; tokens are the real (non-padding) tokens of the stacked
+chosen and rejected rows, the same count for every contender. Prints one JSON object.
 
 Contenders:
 - rlhf_ref: `rlhf_ref.dpo.DPO` driven exactly as `rlhf_ref.train.Trainer` drives it (loss, backward, clip, fused AdamW);

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dpo_step import BETA, LR, make_rows, peak_memory, sync  # the same pairs and settings as the DPO benchmark
+from dpo_step import BETA, LR, algo_step, make_rows, peak_memory, sync  # the same pairs and settings as the DPO benchmark
 
 ALL = ["full", "lora"]
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -43,12 +43,7 @@ def setup(name, device, rank=16):
     opt = torch.optim.AdamW(params, lr=LR, fused=True)
     algo = DPO(beta=BETA)
     policy.train()
-    def step():
-        loss, _ = algo.loss(batch, policy, ref)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-    return step, sum(p.numel() for p in params)
+    return algo_step(algo, batch, policy, ref, opt), sum(p.numel() for p in params)
 
 
 def memory_probe(name, device, rank, steps=3):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dpo_step import interleaved_times, make_rows, peak_memory  # the batch and the measurement helpers of the DPO benchmark
+from dpo_step import algo_step, interleaved_times, make_rows, peak_memory  # the batch and the measurement helpers of the DPO benchmark
 
 ALL = ["dpo", "dpo_precomputed", "tdpo"]
 
@@ -36,12 +36,7 @@ def setup(name, device, model=None, pairs=4, resp_tokens=128):
     algo = TDPO(beta=0.1, alpha=0.5) if name == "tdpo" else DPO(beta=0.1)
     opt = torch.optim.AdamW(policy.parameters(), lr=5e-6, fused=True)
     policy.train()
-    def step():
-        loss, _ = algo.loss(batch, policy, None if name == "dpo_precomputed" else ref)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 10.0)
-        opt.step(); opt.zero_grad(set_to_none=True)
-    return step
+    return algo_step(algo, batch, policy, None if name == "dpo_precomputed" else ref, opt)
 
 
 def memory_probe(name, device, **kw):

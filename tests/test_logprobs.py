@@ -234,9 +234,12 @@ def test_auto_shares_the_prompt_by_device_rule(tiny, uneven_batch, monkeypatch):
     model, _ = tiny
     R = uneven_batch["response_mask"].shape[1]; P = uneven_batch["input_ids"].shape[1] - R
     dev = uneven_batch["input_ids"].device.type
-    for ratio, shared in ((0.0, True), (P / R, True), (P / R + 0.01, False), (None, dev == "cpu" or P >= R)):
-        if ratio is None: monkeypatch.delitem(logprobs.SHARE_PROMPT_MIN_RATIO, dev, raising=False)  # the shipped rule
-        else: monkeypatch.setitem(logprobs.SHARE_PROMPT_MIN_RATIO, dev, ratio)
+    # the shipped rule, on prompts shorter and longer than the responses: the CPU always shares, other devices need P >= R
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+    assert logprobs._worth_sharing(cpu, 10, 100) and logprobs._worth_sharing(cpu, 100, 10)
+    assert not logprobs._worth_sharing(gpu, 10, 100) and logprobs._worth_sharing(gpu, 100, 100)
+    for ratio, shared in ((0.0, True), (P / R, True), (P / R + 0.01, False)):  # the threshold, through a real forward
+        monkeypatch.setitem(logprobs.SHARE_PROMPT_MIN_RATIO, dev, ratio)
         shapes, hook = _calls(model)
         concatenated_forward(model, uneven_batch)
         hook.remove()
