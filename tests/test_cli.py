@@ -183,3 +183,16 @@ def test_simplify_trains_on_a_label_free_reward_online_and_offline(tmp_path):
     assert "simplify[classifier-sim]" in r.stdout, r.stdout
     cfg = json.loads((tmp_path / "alol" / "config.json").read_text())
     assert json.dumps(cfg).count('"data_reward": "classifier-sim"') == 1, cfg
+
+
+@pytest.mark.parametrize("algo,extra,key", [("tdpo", ["--alpha", "0.5"], "kl/margin"), ("cpl", ["--lambda", "0.5"], "cpl_loss"),
+                                            ("simpo", [], "rewards/margins"), ("cpo", [], "nll_loss")])
+def test_offline_pair_family_trains_end_to_end(algo, extra, key, tmp_path):
+    "`rlhf-ref train --algo tdpo|cpl|simpo|cpo --task sentiment`: each trains, logs its own metric, saves a policy and a report."
+    out = tmp_path / "run"
+    r = cli("train", "--algo", algo, *OFFLINE, *extra, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "policy" / "model.safetensors").exists() and (out / "report.html").exists()
+    train = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    assert [r["step"] for r in train] == [1, 2] and all(key in r and r["loss"] == r["loss"] for r in train)
+    assert json.loads((out / "config.json").read_text())["algo"].lower() == algo  # the class name: TDPO, CPL, SimPO, CPO

@@ -111,3 +111,26 @@ def test_cpo_preference_term_equals_trl(beta):
     pc, pr = (-torch.rand(2, 32, dtype=torch.float64) * 60).unbind()
     theirs = CPOTrainer.cpo_loss(stub, pc, pr)
     for a, b in zip(cpo_loss(pc, pr, beta=beta, lambda_=0.0), theirs): torch.testing.assert_close(a, b)
+
+
+def test_simpo_length_experiment_resumes_without_rerunning(tmp_path, monkeypatch):
+    "tools/simpo_length.py keeps every finished run: asked again, it loads no model for (algorithm, seed) pairs it holds."
+    import json, runpy
+    from pathlib import Path
+    exp = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "simpo_length.py"))
+    out = tmp_path / "deeper" / "runs.json"  # a folder that does not exist yet is created
+    def load_policy(*a, **k): raise RuntimeError("model loaded")
+    monkeypatch.setitem(exp["run"].__globals__, "load_policy", load_policy)
+    with pytest.raises(RuntimeError, match="model loaded"):  # nothing stored: it goes to load the model
+        exp["run"](["dpo", "simpo"], [0], out=out)
+    assert out.parent.is_dir()
+    config = json.loads(json.dumps(dict(task="sentiment", model="smollm2 (embedded)", pairs="shipped best-vs-worst, k=4, seed 0",
+                                        steps=30, batch_size=4, lr=2e-5, warmup_steps=5, max_grad_norm=10.0, n_eval_prompts=32,
+                                        algos={a: repr(f()) for a, f in exp["ALGOS"].items()})))
+    rows = [dict(algo=a, seed=s, final={}, first={}) for a in ("dpo", "simpo") for s in (0, 1)]
+    out.write_text(json.dumps(dict(config=config, runs=rows)))
+    assert exp["run"](["dpo", "simpo"], [0, 1], out=out)["runs"] == rows  # all stored: returns them, loads nothing
+    with pytest.raises(RuntimeError, match="model loaded"):
+        exp["run"](["dpo"], [0], out=out, redo=True)
+    with pytest.raises(RuntimeError, match="model loaded"):
+        exp["run"](["dpo-mean"], [0], out=out)

@@ -7,7 +7,7 @@ which `nbs/23_simpo.ipynb` reads and shows. Run under the heavy lock:
 
     flock /tmp/rlhf_heavy.lock python tools/simpo_length.py --algos dpo simpo --seeds 0 1
 """
-import argparse, json, tempfile, time
+import argparse, json, shutil, tempfile, time
 from pathlib import Path
 from rlhf_ref.core import fingerprint
 from rlhf_ref.data import PreferenceCollator, precompute_ref_logps, preference_dataset
@@ -25,16 +25,20 @@ ALGOS = {"dpo": lambda: DPO(beta=0.1),  # 20_dpo's run
 OUT = Path(__file__).resolve().parents[1] / "data" / "runs" / "simpo_length.json"
 
 
-def run(algos, seeds, steps=30, n_eval=32, lr=2e-5, batch_size=4, out=OUT, model=None):
-    "Train and evaluate each algorithm for each seed; merge the rows into `out`."
+def run(algos, seeds, steps=30, n_eval=32, lr=2e-5, batch_size=4, out=OUT, model=None, redo=False):
+    "Train and evaluate each algorithm for each seed not yet in `out` (every one with `redo`); merge the rows into `out`."
     smoke = dict(n_prompts=8, require_finished=False) if model == "tiny" else {}  # a seconds-long check of this script
     task = get_task("sentiment")
     config = dict(task="sentiment", model=model or "smollm2 (embedded)", pairs="shipped best-vs-worst, k=4, seed 0", steps=steps,
                   batch_size=batch_size, lr=lr, warmup_steps=5, max_grad_norm=10.0, n_eval_prompts=n_eval,
                   algos={a: repr(ALGOS[a]()) for a in ALGOS})
+    out.parent.mkdir(parents=True, exist_ok=True)
     res = json.loads(out.read_text()) if out.exists() else {"config": config, "runs": []}
     if res["config"] != config: raise SystemExit(f"{out} holds runs of another configuration: move it away first")
+    done = {(r["algo"], r["seed"]) for r in res["runs"]}
     for seed in seeds:
+        todo = [name for name in algos if redo or (name, seed) not in done]
+        if not todo: continue
         ref0, tok = load_policy(model)
         ref = frozen_copy(ref0)
         rows = onpolicy_preferences(ref, tok, task, k=4, seed=0, progress=False, **smoke)
@@ -44,13 +48,14 @@ def run(algos, seeds, steps=30, n_eval=32, lr=2e-5, batch_size=4, out=OUT, model
             if fingerprint(model) != fingerprint(ref): return evaluator(model)
             if "r" not in base: base["r"] = evaluator(model)
             return base["r"]
-        for name in algos:
+        for name in todo:
             t0, algo = time.time(), ALGOS[name]()
             policy, _ = load_policy(model)
             data = precompute_ref_logps(ds, ref, tok.pad_token_id) if algo.precompute_ref else ds
             cfg = TrainConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=5,
                               max_grad_norm=10.0, eval_every=0, seed=seed, progress=False)
             hist = Trainer(algo, policy, ref, data, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=eval_fn).train()
+            shutil.rmtree(cfg.out_dir)  # the final checkpoint: 2 GB a run, and only the metrics are kept
             evals = [r for r in hist if r.get("split") == "eval"]
             train = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in hist if r.get("split") != "eval"]
             row = dict(algo=name, seed=seed, pairs=len(ds), first=evals[0], final=evals[-1], train=train,
@@ -71,5 +76,6 @@ if __name__ == "__main__":
     p.add_argument("--n-eval", type=int, default=32)
     p.add_argument("--model", default=None, help="None: the embedded SmolLM2; tiny: a smoke test")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--redo", action="store_true", help="re-run (algorithm, seed) pairs already stored in --out")
     a = p.parse_args()
-    run(a.algos, a.seeds, a.steps, a.n_eval, out=a.out, model=a.model)
+    run(a.algos, a.seeds, a.steps, a.n_eval, out=a.out, model=a.model, redo=a.redo)
