@@ -104,6 +104,11 @@ def loss(self: CPL, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 
 # %% ../nbs/22_cpl.ipynb #68fd7933
 register_algo(AlgoInfo("cpl", CPL, "CPL (reference-free; BC-regularised with --bc-coef)", "2310.13639", "pairs",
-                       needs_ref=False, needs_reward_model=False, online=False, notebook="22_cpl", status="implemented; bandit (3 seeds, BC reference): lambda < 1 and BC keep logps/chosen up and drift low vs plain CPL, shown (vs its lr/4 control: could not tell); SmolLM2 (3 seeds): plain CPL drifts most"))
+                       needs_ref=False, needs_reward_model=False, online=False, notebook="22_cpl",
+                       status=("implemented; bandit (3 seeds, BC reference): lambda < 1 and BC keep logps/chosen up "
+                               "and drift low vs plain CPL, shown (vs its lr/4 control: could not tell); SmolLM2 (3 "
+                               "seeds): plain CPL drifts most")))
 register_algo(AlgoInfo("cpl-kl", CPLKL, "CPL-KL (CPL on log-ratios to the reference)", "2310.13639", "pairs",
-                       needs_ref=True, needs_reward_model=False, online=False, notebook="22_cpl", status="implemented; bandit (3 seeds, BC reference): keeps logps/chosen up and drift low vs plain CPL, shown"))
+                       needs_ref=True, needs_reward_model=False, online=False, notebook="22_cpl",
+                       status=("implemented; bandit (3 seeds, BC reference): keeps logps/chosen up and drift low vs "
+                               "plain CPL, shown")))

@@ -90,7 +90,8 @@ def loss(self: CPO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 # %% ../nbs/23_simpo.ipynb #2f36dbb1
 register_algo(AlgoInfo("simpo", SimPO, "SimPO (reference-free, length-normalised, target margin)", "2405.14734", "pairs",
                        needs_ref=False, needs_reward_model=False, online=False, notebook="23_simpo",
-                       status="implemented; sentiment (SmolLM2, 3 seeds): length-growth claim not reproduced (SimPO +14.1 tokens vs DPO +9.1)"))
+                       status=("implemented; sentiment (SmolLM2, 3 seeds): length-growth claim not reproduced (SimPO "
+                               "+14.1 tokens vs DPO +9.1)")))
 register_algo(AlgoInfo("cpo", CPO, "CPO (reference-free DPO + NLL on the chosen)", "2401.08417", "pairs",
                        needs_ref=False, needs_reward_model=False, online=False, notebook="23_simpo",
                        status="implemented; bandit demo: NLL keeps the chosen answers likely (1 seed, asserted)"))

@@ -100,4 +100,5 @@ def loss(self: TDPO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 
 register_algo(AlgoInfo("tdpo", TDPO, "TDPO (TDPO1, TDPO2)", "2404.11999", "pairs", needs_ref=True,
                        needs_reward_model=False, online=False, notebook="21_tdpo",
-                       status="implemented; sentiment (SmolLM2, 3 seeds): KL below DPO's at 3/3 seeds; lower KL at similar reward: could not tell"))
+                       status=("implemented; sentiment (SmolLM2, 3 seeds): KL below DPO's at 3/3 seeds; lower KL at "
+                               "similar reward: could not tell")))
