@@ -8,7 +8,9 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/experiments.html.md"""
 
 # %% ../nbs/08a_experiments.ipynb #f8b91a8d
 from __future__ import annotations
-import math, statistics
+import fcntl, json, math, os, statistics
+from contextlib import contextmanager
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 import plotly.graph_objects as go
@@ -16,7 +18,7 @@ from tqdm.auto import tqdm
 from .core import set_seed
 
 # %% auto #0
-__all__ = ['t_quantile', 'Summary', 'summarize', 'run_seeds', 'summarize_runs', 'Comparison', 'compare', 'plot_bands']
+__all__ = ['t_quantile', 'Summary', 'summarize', 'run_seeds', 'summarize_runs', 'Comparison', 'compare', 'plot_bands', 'RunStore']
 
 # %% ../nbs/08a_experiments.ipynb #d4e058a3
 def _t_cdf(t: float, df: int, n: int = 2000) -> float:
@@ -142,3 +144,47 @@ def plot_bands(arms: dict[str, list[list[dict]]], # arm name -> one metric histo
     fig.update_layout(title=title or f"{y} (mean over seeds; band: {'min-max' if band == 'range' else '95% CI'})",
                       xaxis_title=x, yaxis_title=y, height=380, margin=dict(l=50, r=20, t=50, b=40))
     return fig
+
+# %% ../nbs/08a_experiments.ipynb #e8a50002
+class RunStore:
+    "Finished runs of one experiment in a JSON file `{config, runs}`: resumable, and shared safely by several processes."
+    def __init__(self, path: str | Path, # the JSON file; its folder is created
+                 config: dict, # the experiment's settings: a file holding runs of other settings is refused
+                 key: tuple[str, ...] = ("arm", "seed")): # the fields that name a run
+        self.path, self.key = Path(path), tuple(key)
+        self.config = json.loads(json.dumps(config))  # as it reads back (tuples become lists), so equal configs compare equal
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.load()  # refuses another configuration before anything runs
+
+    @contextmanager
+    def _locked(self):
+        with open(self.path.with_suffix(".lock"), "w") as f:  # runs.json -> runs.lock
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try: yield
+            finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _read(self) -> dict:
+        res = json.loads(self.path.read_text()) if self.path.exists() else {"config": self.config, "runs": []}
+        if res.get("config") != self.config:
+            raise ValueError(f"{self.path} holds runs of another configuration: move it away first (or pass another path)\n"
+                             f"  stored: {res.get('config')}\n  asked:  {self.config}")
+        return res
+
+    def name(self, row: dict) -> tuple: return tuple(row[k] for k in self.key)
+
+    def load(self) -> dict:
+        "The file's content (an empty run list if there is no file yet)."
+        with self._locked(): return self._read()
+
+    def done(self) -> set[tuple]:
+        "The names (`key` values) of the runs stored."
+        return {self.name(r) for r in self.load()["runs"]}
+
+    def add(self, row: dict) -> None:
+        "Store one finished run, replacing a stored run of the same name; re-reads first, so other processes' runs stay."
+        with self._locked():
+            res = self._read()
+            res["runs"] = [r for r in res["runs"] if self.name(r) != self.name(row)] + [row]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(res, indent=1))
+            os.replace(tmp, self.path)  # atomic: a reader sees the old file or the new one, never half of one

@@ -7,12 +7,12 @@ which `nbs/23_simpo.ipynb` reads and shows. Run under the heavy lock:
 
     flock /tmp/rlhf_heavy.lock python tools/simpo_length.py --algos dpo simpo --seeds 0 1
 """
-import argparse, json, shutil, tempfile, time
+import argparse, shutil, tempfile, time
 from pathlib import Path
-from rlhf_ref.core import fingerprint
 from rlhf_ref.data import PreferenceCollator, precompute_ref_logps, preference_dataset
 from rlhf_ref.dpo import DPO
 from rlhf_ref.evaluate import Evaluator
+from rlhf_ref.experiments import RunStore
 from rlhf_ref.models import frozen_copy, load_policy
 from rlhf_ref.prefdata import onpolicy_preferences
 from rlhf_ref.simpo import SimPO
@@ -32,10 +32,8 @@ def run(algos, seeds, steps=30, n_eval=32, lr=2e-5, batch_size=4, out=OUT, model
     config = dict(task="sentiment", model=model or "smollm2 (embedded)", pairs="shipped best-vs-worst, k=4, seed 0", steps=steps,
                   batch_size=batch_size, lr=lr, warmup_steps=5, max_grad_norm=10.0, n_eval_prompts=n_eval,
                   algos={a: repr(ALGOS[a]()) for a in ALGOS})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    res = json.loads(out.read_text()) if out.exists() else {"config": config, "runs": []}
-    if res["config"] != config: raise SystemExit(f"{out} holds runs of another configuration: move it away first")
-    done = {(r["algo"], r["seed"]) for r in res["runs"]}
+    store = RunStore(out, config, key=("algo", "seed"))  # refuses a file of another configuration
+    done = store.done()
     for seed in seeds:
         todo = [name for name in algos if redo or (name, seed) not in done]
         if not todo: continue
@@ -43,29 +41,25 @@ def run(algos, seeds, steps=30, n_eval=32, lr=2e-5, batch_size=4, out=OUT, model
         ref = frozen_copy(ref0)
         rows = onpolicy_preferences(ref, tok, task, k=4, seed=0, progress=False, **smoke)
         ds = preference_dataset(rows, tok, max_length=256, max_prompt_length=128)
-        evaluator, base = Evaluator(task, tok, ref=ref, prompts=task.eval_prompts[:n_eval], seed=seed), {}
-        def eval_fn(model):  # the evaluation before training is the same for every algorithm of this seed
-            if fingerprint(model) != fingerprint(ref): return evaluator(model)
-            if "r" not in base: base["r"] = evaluator(model)
-            return base["r"]
+        # one evaluator a seed: it evaluates the arms' shared starting point (the reference) once
+        evaluator = Evaluator(task, tok, ref=ref, prompts=task.eval_prompts[:n_eval], seed=seed)
         for name in todo:
             t0, algo = time.time(), ALGOS[name]()
             policy, _ = load_policy(model)
             data = precompute_ref_logps(ds, ref, tok.pad_token_id) if algo.precompute_ref else ds
             cfg = TrainConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=5,
                               max_grad_norm=10.0, eval_every=0, seed=seed, progress=False)
-            hist = Trainer(algo, policy, ref, data, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=eval_fn).train()
+            hist = Trainer(algo, policy, ref, data, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=evaluator).train()
             shutil.rmtree(cfg.out_dir)  # the final checkpoint: 2 GB a run, and only the metrics are kept
             evals = [r for r in hist if r.get("split") == "eval"]
             train = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in hist if r.get("split") != "eval"]
             row = dict(algo=name, seed=seed, pairs=len(ds), first=evals[0], final=evals[-1], train=train,
                        seconds=round(time.time() - t0, 1))
-            res["runs"] = [r for r in res["runs"] if (r["algo"], r["seed"]) != (name, seed)] + [row]
-            out.write_text(json.dumps(res, indent=1))
+            store.add(row)
             print(f"{name} seed {seed}: length {evals[0]['eval/length']:.1f} -> {evals[-1]['eval/length']:.1f}, finished "
                   f"{evals[0]['eval/finished']:.2f} -> {evals[-1]['eval/finished']:.2f}, reward {evals[-1]['eval/reward']:.3f}, "
                   f"kl {evals[-1]['eval/kl']:.2f} ({row['seconds']:.0f} s)", flush=True)
-    return res
+    return store.load()
 
 
 if __name__ == "__main__":

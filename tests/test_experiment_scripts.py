@@ -1,0 +1,55 @@
+"The SmolLM2 experiment scripts of tools/ (A-LoL, LCPO), run end to end on the tiny model: rows, controls, resume."
+import json, runpy
+from pathlib import Path
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def script(name: str) -> dict:
+    return runpy.run_path(str(TOOLS / name))
+
+
+def no_model(exp: dict, monkeypatch):
+    "Make the script's model loading fail loudly, so a call that should read only stored rows proves it."
+    def load_policy(*a, **k): raise RuntimeError("model loaded")
+    monkeypatch.setitem(exp["run"].__globals__, "load_policy", load_policy)
+
+
+def test_alol_smol_control_trains_only_on_positive_advantages(tmp_path, monkeypatch):
+    exp, out = script("alol_smol.py"), tmp_path / "runs" / "alol.json"
+    res = exp["run"](["a-lol", "nll", "nll-kept"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny")
+    rows = {r["arm"]: r for r in res["runs"]}
+    assert set(rows) == {"a-lol", "nll", "nll-kept"} and all(r["seed"] == 0 for r in rows.values())
+    info = rows["nll"]["data"]
+    assert 0 < info["dropped"] < 1 and len(info["deciles"]) == 9 and info["deciles"] == sorted(info["deciles"])
+    # the control trains on the rows with A > 0 only
+    assert rows["nll-kept"]["rows"] == round(rows["nll"]["rows"] * (1 - info["dropped"]))
+    assert rows["a-lol"]["rows"] == 2 * 4  # priority draws: steps x batch size
+    evals = [h for h in rows["nll"]["history"] if h.get("split") == "eval"]
+    assert [e["step"] for e in evals] == [0, 1, 2]
+    untimed = lambda h: {k: v for k, v in h.items() if k != "time"}
+    first_alol = [h for h in rows["a-lol"]["history"] if h.get("split") == "eval"][0]
+    assert untimed(evals[0]) == untimed(first_alol)  # one step-0 evaluation a seed, shared by the arms
+    no_model(exp, monkeypatch)
+    again = exp["run"](["a-lol", "nll"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny")
+    assert again["runs"] == res["runs"]
+    with pytest.raises(ValueError, match="another configuration"):
+        exp["run"](["nll"], [0], steps=3, n_eval=2, eval_every=1, out=out, model="tiny")
+
+
+def test_lcpo_smol_records_eta_and_flip_detection(tmp_path, monkeypatch):
+    exp, out = script("lcpo_smol.py"), tmp_path / "lcpo.json"
+    res = exp["run"]([0.0, 0.4], [0], steps=2, n_eval=2, out=out, model="tiny")
+    rows = {(r["arm"], r["rate"]): r for r in res["runs"]}
+    assert set(rows) == {(a, r) for a in ("re-dpo", "dpo") for r in (0.0, 0.4)}
+    noisy = rows["re-dpo", 0.4]
+    assert noisy["flips"] == round(0.4 * noisy["pairs"]) and rows["re-dpo", 0.0]["flips"] == 0
+    assert 0 <= noisy["auroc"] <= 1 and 0.5 < noisy["eta"] <= 1 and 0 <= noisy["below_half_flipped"] <= 1
+    assert "auroc" not in rows["re-dpo", 0.0]  # no flips: nothing to detect
+    assert "eta" not in rows["dpo", 0.4]  # DPO has no reliabilities
+    untimed = lambda h: {k: v for k, v in h.items() if k != "time"}
+    assert untimed(rows["dpo", 0.0]["first"]) == untimed(rows["dpo", 0.4]["first"])  # one step-0 evaluation a seed
+    no_model(exp, monkeypatch)
+    assert exp["run"]([0.4], [0], steps=2, n_eval=2, out=out, model="tiny")["runs"] == res["runs"]
+
