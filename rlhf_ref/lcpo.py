@@ -212,4 +212,5 @@ for _name, _cls, _title, _needs_ref in [("lcpo-dpo", REDPO, "RE-DPO (LCPO around
     register_algo(AlgoInfo(_name, _cls, f"{_title}: EM label-reliability weights, eta per annotator", "2509.24159",
                            "pairs", needs_ref=_needs_ref, needs_reward_model=False, online=False, notebook="24_lcpo",
                            status="implemented; claim tested on a log-linear bandit (3 seeds): eta and w shown at 20% "
-                                  "flips, not at 40%; SmolLM2 not run"))
+                                  "flips, not at 40%; SmolLM2 (40% flips, 3 seeds): not reproduced, the policy fits the "
+                                  "flipped labels"))
