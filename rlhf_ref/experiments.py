@@ -164,7 +164,10 @@ class RunStore:
             finally: fcntl.flock(f, fcntl.LOCK_UN)
 
     def _read(self) -> dict:
-        res = json.loads(self.path.read_text()) if self.path.exists() else {"config": self.config, "runs": []}
+        try: res = json.loads(self.path.read_text()) if self.path.exists() else {"config": self.config, "runs": []}
+        except json.JSONDecodeError as e: raise ValueError(f"{self.path} is not a runs file (invalid JSON: {e})") from None
+        if not isinstance(res, dict) or "runs" not in res:
+            raise ValueError(f"{self.path} is not a runs file: expected an object with 'config' and 'runs'")
         if res.get("config") != self.config:
             raise ValueError(f"{self.path} holds runs of another configuration: move it away first (or pass another path)\n"
                              f"  stored: {res.get('config')}\n  asked:  {self.config}")
