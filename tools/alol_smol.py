@@ -10,9 +10,10 @@ the evaluation's sampling. The arms:
 - `nll`, `wbc`, `r-lol`: the baselines on every row, uniformly (NLL = behaviour cloning; R-weighted; ratio x R);
 - `nll-kept` (control): NLL on the rows with A > 0 only, uniformly: what filtering alone gives, without A's weights.
 
-Results are merged into `data/runs/alol_smol.json`, which `nbs/30_alol.ipynb` reads and shows. About 6 minutes a run
-on one CPU thread; two processes with different `--arms` can share the two cores (`rlhf_ref.experiments.RunStore` merges
-their rows under a lock):
+Results are merged into `data/runs/alol_smol.json`, which `nbs/30_alol.ipynb` reads and shows. 7 to 13 minutes a run
+on one CPU thread (the scored set and V_ref are rebuilt by `alol_data` for every arm, as the CLI builds them); two
+processes with different `--arms` can share the two cores (`rlhf_ref.experiments.RunStore` merges their rows under a
+lock):
 
     OMP_NUM_THREADS=1 python tools/alol_smol.py --arms a-lol nll --seeds 0 1 2
 """

@@ -7,13 +7,14 @@ random (`inject_noise`, the seed's own flips; both arms see the same ones), and 
 ended and, with one no-grad pass over the training pairs, each pair's posterior w under the final policy and eta:
 the AUROC of 1 - w as a detector of the flipped pairs and the share of flipped and of clean pairs below w = 1/2.
 Neither arm is told the rate. Results are merged into `data/runs/lcpo_smol.json`, which `nbs/24_lcpo.ipynb` reads.
-About 3 minutes a run on one CPU thread:
+About 15 minutes a run on one CPU thread (25 with other jobs sharing the two cores):
 
     OMP_NUM_THREADS=1 python tools/lcpo_smol.py --rates 0.0 0.2 0.4 --seeds 0 1 2
 """
 import argparse, shutil, tempfile, time
 from pathlib import Path
 import torch
+from rlhf_ref.core import to_device
 from rlhf_ref.data import PreferenceCollator, precompute_ref_logps, preference_dataset
 from rlhf_ref.dpo import DPO
 from rlhf_ref.evaluate import Evaluator
@@ -30,13 +31,13 @@ OUT = Path(__file__).resolve().parents[1] / "data" / "runs" / "lcpo_smol.json"
 
 @torch.no_grad()
 def pair_weights(algo: REDPO, policy, ref, data, pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
-    "Each training pair's posterior w = P(label right) under the trained policy and the final eta, shape (N,)."
+    "Each training pair's posterior w = P(label right) under the trained policy and the final eta: (N,), on the CPU."
     collate, out = PreferenceCollator(pad_token_id), []
     policy.eval()
     for i in range(0, len(data), batch_size):
-        batch = collate(list(data.select(range(i, min(i + batch_size, len(data))))))
+        batch = to_device(collate(list(data.select(range(i, min(i + batch_size, len(data)))))), policy)
         _, fwd, swp, _ = algo._pair_losses(batch, policy, ref)
-        out.append(posterior_correct(swp - fwd, algo.eta[batch["annotator"].long()].to(fwd)))
+        out.append(posterior_correct(swp - fwd, algo.eta[batch["annotator"].long().cpu()].to(fwd)).cpu())
     return torch.cat(out)
 
 
@@ -58,11 +59,14 @@ def run(rates, seeds, arms=tuple(ARMS), steps=60, n_eval=32, lr=2e-5, batch_size
         clean = onpolicy_preferences(ref, tok, task, k=4, seed=0, progress=False, **smoke)
         # one evaluator a seed: it evaluates the arms' shared starting point (the reference) once
         evaluator = Evaluator(task, tok, ref=ref, prompts=task.eval_prompts[:n_eval], seed=seed)
+        noisy = {}  # flip rate -> the flipped pairs with the reference's log-probs: made once, shared by the arms
         for arm, rate in todo:
             t0, algo = time.time(), ARMS[arm]()
-            rows = annotator_index(inject_noise(clean, rate, seed=seed))
-            data = preference_dataset(rows, tok, max_length=256, max_prompt_length=128)
-            data = precompute_ref_logps(data, ref, tok.pad_token_id)
+            if rate not in noisy:
+                rows = annotator_index(inject_noise(clean, rate, seed=seed))
+                noisy[rate] = precompute_ref_logps(preference_dataset(rows, tok, max_length=256, max_prompt_length=128),
+                                                   ref, tok.pad_token_id)
+            data = noisy[rate]
             policy, _ = load_policy(model)
             cfg = TrainConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=5,
                               max_grad_norm=10.0, eval_every=0, seed=seed, progress=False)
