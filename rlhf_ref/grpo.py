@@ -7,13 +7,14 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/grpo.html.md"""
 # %% ../nbs/41_grpo.ipynb #f7947d72
 from __future__ import annotations
 from dataclasses import dataclass
+from typing import ClassVar
 import torch
 from fastcore.basics import patch
 from .algos import AlgoInfo, register_algo
 from .core import check_choice, check_range
 from .logprobs import kl_estimate, masked_mean
 from .ppo import clipped_policy_loss, gae, masked_whiten, token_rewards
-from .rollout import OnlineAlgorithm, policy_forward, rollout_metrics
+from .rollout import OnlineAlgorithm, policy_forward, rollout_metrics, sampling_stats
 
 # %% auto #0
 __all__ = ['group_advantages', 'rloo_advantages', 'GRPO', 'RLOO', 'ReinforcePP']
@@ -46,6 +47,7 @@ class GRPO(OnlineAlgorithm):
     epsilon: float = 0.2  # clip range of the ratio
     scale_rewards: bool = True  # divide by the group's std
     loss_type: str = "dapo"  # "dapo": mean over all tokens of the minibatch; "grpo": mean per response, then over responses
+    needs_sampling_logps: ClassVar[bool] = False  # advantages from the scores alone: a single-update iteration skips the policy's scoring pass
 
     def __post_init__(self):
         check_range("num_generations", self.num_generations, 2); check_range("beta", self.beta, 0)
@@ -71,9 +73,13 @@ def loss(self: GRPO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
     "Clipped surrogate with the group advantage at every token, plus beta k3 to the reference."
     mask = batch["response_mask"].float()
     out = policy_forward(policy, batch["input_ids"], batch["attention_mask"], mask.shape[1], temperature=batch["temperature"], entropy=True)
+    m = {}
+    if "logps" not in batch:  # no scoring pass (a single update an iteration): this forward is the sampling policy
+        batch = {**batch, "logps": out["logps"].detach()}
+        m.update(sampling_stats(batch["logps"], batch.get("ref_logps"), mask))  # what the rollout would have logged
     per_token, clipped = clipped_policy_loss(out["logps"], batch["logps"], batch["advantages"][:, None].expand_as(mask),
                                              cliprange=self.epsilon)
-    m = {"clip_ratio/region_mean": masked_mean(clipped.float(), mask, None), "entropy": masked_mean(out["entropy"], mask, None)}
+    m.update({"clip_ratio/region_mean": masked_mean(clipped.float(), mask, None), "entropy": masked_mean(out["entropy"], mask, None)})
     if self.beta:
         k3 = kl_estimate(out["logps"], batch["ref_logps"], "k3")
         per_token = per_token + self.beta * k3

@@ -23,8 +23,8 @@ from .train import TrainConfig, Trainer
 
 # %% auto #0
 __all__ = ['VALUE_ATTR', 'INVALID_LOGPROB', 'ValueHead', 'ValueModel', 'attach_value', 'policy_forward', 'rollout',
-           'rollout_metrics', 'OnlineAlgorithm', 'OnlineConfig', 'OnlineTrainer', 'bandit_policy', 'bandit_rewards',
-           'bandit_reward_fn', 'answer_logps', 'kl_objective']
+           'sampling_stats', 'rollout_metrics', 'OnlineAlgorithm', 'OnlineConfig', 'OnlineTrainer', 'bandit_policy',
+           'bandit_rewards', 'bandit_reward_fn', 'answer_logps', 'kl_objective']
 
 # %% ../nbs/07a_rollout.ipynb #067590f8
 VALUE_ATTR = "rlhf_value"  # the policy's submodule that holds its value function
@@ -97,6 +97,7 @@ def rollout(policy, tokenizer, prompts: list, # strings or message lists
             max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0,
             batch_size: int = 64, # rows per call to `generate` and per scoring forward
             gold_fn: Callable | None = None, # a second reward recorded as `gold` (e.g. the task's, when training on a proxy)
+            score_policy: bool = True, # False: no scoring pass of the policy (no `logps`, no `values`); see `OnlineAlgorithm`
            ) -> dict:
     "Sample, cut after EOS, score once: (B, ...) tensors, `prompts`, `completions`, `temperature`, `top_p` (B = n x prompts)."
     check_range("temperature", temperature, 0, lo_open=True)  # 0 would be greedy: no policy to train
@@ -109,7 +110,7 @@ def rollout(policy, tokenizer, prompts: list, # strings or message lists
     batch = pad_prompt_response(contexts, [ids for ids, _ in new], tokenizer.pad_token_id)
     R, mask = batch["response_mask"].shape[1], batch["response_mask"]
     ro = dict(batch, finished=torch.tensor([f for _, f in new]), prompt_index=torch.arange(len(prompts)).repeat_interleave(n))
-    ro.update(_score(policy, batch, R, temperature, _value_of(policy) is not None, batch_size))
+    if score_policy: ro.update(_score(policy, batch, R, temperature, _value_of(policy) is not None, batch_size))
     if ref is not None: ro["ref_logps"] = _score(ref, batch, R, temperature, False, batch_size)["logps"]
     for k in ("logps", "ref_logps"):
         if k in ro: ro[k] = ro[k].masked_fill(mask == 0, INVALID_LOGPROB)
@@ -121,14 +122,21 @@ def rollout(policy, tokenizer, prompts: list, # strings or message lists
     return ro
 
 # %% ../nbs/07a_rollout.ipynb #10030378
+def sampling_stats(logps: torch.Tensor, ref_logps: torch.Tensor | None, mask: torch.Tensor) -> dict:
+    "`objective/entropy` and, given `ref_logps`, `objective/kl` (k1) and `objective/kl_k3` of sampled responses (TRL's names)."
+    mask = mask.float()  # means over responses of per-response sums
+    m = {"objective/entropy": (-logps * mask).sum(1).mean()}
+    if ref_logps is not None:
+        for kind, key in (("k1", "objective/kl"), ("k3", "objective/kl_k3")):
+            m[key] = (kl_estimate(logps, ref_logps, kind) * mask).sum(1).mean()
+    return m
+
 def rollout_metrics(ro: dict) -> dict:
     "TRL-named statistics of a rollout (means over responses of per-response sums)."
     mask = ro["response_mask"].float()
-    m = {"objective/scores": ro["scores"].mean(), "objective/entropy": (-ro["logps"] * mask).sum(1).mean(),
-         "val/num_eos_tokens": ro["finished"].sum().float(), "objective/length": mask.sum(1).mean()}
-    if "ref_logps" in ro:
-        for kind, key in (("k1", "objective/kl"), ("k3", "objective/kl_k3")):
-            m[key] = (kl_estimate(ro["logps"], ro["ref_logps"], kind) * mask).sum(1).mean()
+    m = {"objective/scores": ro["scores"].mean(), "val/num_eos_tokens": ro["finished"].sum().float(),
+         "objective/length": mask.sum(1).mean()}
+    if "logps" in ro: m.update(sampling_stats(ro["logps"], ro.get("ref_logps"), mask))  # absent without the policy's pass
     if "gold" in ro: m["objective/gold"] = ro["gold"].mean()
     return m
 
@@ -136,6 +144,11 @@ def rollout_metrics(ro: dict) -> dict:
 class OnlineAlgorithm(Algorithm):
     "An algorithm that learns from rollouts: `make_experience(rollout) -> metrics`, then `loss` on minibatches of it."
     uses_values: ClassVar[bool] = False  # needs a value function attached to the policy
+    # make_experience reads the sampling policy's log-probs `logps` (a KL-shaped reward does). Where it does not, an
+    # iteration with a single update (num_epochs = num_mini_batches = 1) skips the policy's scoring pass: the update's
+    # own forward is then the sampling policy, so `loss` takes its detached log-probs as `logps` (TRL's GRPO does the
+    # same with num_iterations=1). `loss` must then accept a batch without `logps`.
+    needs_sampling_logps: ClassVar[bool] = True
 
     @property
     def group_size(self) -> int:
@@ -187,10 +200,11 @@ class OnlineTrainer(Trainer):
 @patch
 def _make_rollout(self: OnlineTrainer) -> dict:
     "This iteration's prompts (a function of the seed and the step), sampled and scored."
-    prompts, c = [self.dataset[i] for i in self.order.indices(self.step)], self.cfg
-    return rollout(self.acc.unwrap_model(self.policy), self.tok, prompts, self.reward_fn, ref=self.ref, n=self.algo.group_size,
+    prompts, c, a = [self.dataset[i] for i in self.order.indices(self.step)], self.cfg, self.algo
+    single_update = c.num_epochs == 1 and c.num_mini_batches == 1  # the one update sees the sampling policy itself
+    return rollout(self.acc.unwrap_model(self.policy), self.tok, prompts, self.reward_fn, ref=self.ref, n=a.group_size,
                    max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p, batch_size=c.gen_batch_size,
-                   gold_fn=self.gold_fn)
+                   gold_fn=self.gold_fn, score_policy=a.needs_sampling_logps or a.uses_values or not single_update)
 
 @patch
 def _update(self: OnlineTrainer, ro: dict, idx: torch.Tensor) -> dict:

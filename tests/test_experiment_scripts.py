@@ -1,4 +1,4 @@
-"The SmolLM2 experiment scripts of tools/ (A-LoL, LCPO), run end to end on the tiny model: rows, controls, resume."
+"The SmolLM2 experiment scripts of tools/ (A-LoL, LCPO, the online family), run end to end on the tiny model: rows, controls, resume."
 import json, runpy
 from pathlib import Path
 import pytest
@@ -53,3 +53,21 @@ def test_lcpo_smol_records_eta_and_flip_detection(tmp_path, monkeypatch):
     no_model(exp, monkeypatch)
     assert exp["run"]([0.4], [0], steps=2, n_eval=2, out=out, model="tiny")["runs"] == res["runs"]
 
+
+
+def test_online_smol_arms_share_the_start_and_record_the_breakdown(tmp_path, monkeypatch):
+    exp, out = script("online_smol.py"), tmp_path / "online.json"
+    res = exp["run"](["ppo", "ppo-kl0", "grpo"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny")
+    rows = {r["arm"]: r for r in res["runs"]}
+    assert set(rows) == {"ppo", "ppo-kl0", "grpo"}
+    trains = {a: [h for h in r["history"] if h.get("split") == "train"] for a, r in rows.items()}
+    assert all(len(t) == 2 and all(h["time/update"] > 0 for h in t) for t in trains.values())
+    assert all(h["episode"] == 8 * h["step"] for t in trains.values() for h in t)  # 8 responses an iteration, every arm
+    assert {h["objective/kl_coef"] for h in trains["ppo-kl0"]} == {0.0} and trains["ppo"][0]["objective/kl_coef"] == 0.05
+    untimed = lambda h: {k: v for k, v in h.items() if k != "time"}
+    first = [untimed(next(h for h in r["history"] if h.get("split") == "eval")) for r in rows.values()]
+    assert first[0]["step"] == 0 and all(f == first[0] for f in first)  # one step-0 evaluation a seed, shared by the arms
+    no_model(exp, monkeypatch)
+    assert exp["run"](["ppo", "grpo"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny")["runs"] == res["runs"]
+    with pytest.raises(ValueError, match="another configuration"):
+        exp["run"](["ppo"], [0], steps=3, n_eval=2, eval_every=1, out=out, model="tiny")

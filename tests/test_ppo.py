@@ -262,3 +262,27 @@ def test_reinforce_pp_advantages_are_the_whitened_reward_to_go():
     v = torch.tensor(vals, dtype=torch.float64)
     expected = (v - v.mean()) / v.std()
     assert torch.allclose(ro["advantages"][mask.bool()].double(), expected, atol=1e-4)
+
+
+def test_single_update_grpo_skips_the_policy_pass_and_trains_the_same(tiny, tmp_path, monkeypatch):
+    "With one update an iteration GRPO takes the sampling log-probs from the update's own forward, as TRL does."
+    import rlhf_ref.rollout as R
+    calls, score = [], R._score
+    monkeypatch.setattr(R, "_score", lambda model, *a, **k: calls.append(model) or score(model, *a, **k))
+    runs = {}
+    for skip in (True, False):
+        algo = GRPO(num_generations=2, beta=0.1)
+        if not skip: algo.needs_sampling_logps = True  # force the scoring pass: the reference behaviour
+        t = make_trainer(tmp_path / str(skip), algo, steps=2, num_epochs=1, num_mini_batches=1, eval_every=0, save_every=0)
+        calls.clear()
+        hist = [r for r in t.train() if r["split"] == "train"]
+        assert len(calls) == (2 if skip else 4)  # the reference only, or the policy and the reference, each iteration
+        runs[skip] = (hist, {k: v.detach().clone() for k, v in t.policy.state_dict().items()})
+    (h1, p1), (h0, p0) = runs[True], runs[False]
+    for k in p0: torch.testing.assert_close(p1[k], p0[k], atol=1e-6, rtol=1e-5)
+    for a, b in zip(h1, h0):
+        assert set(a) == set(b)  # the same metric names, entropy and KL included
+        for key in ("objective/kl", "objective/kl_k3", "objective/entropy", "loss"): assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6)
+    # more than one update an iteration needs the sampling policy's log-probs: the pass stays
+    calls.clear(); make_trainer(tmp_path / "two", GRPO(num_generations=2), steps=1, num_epochs=2, eval_every=0, save_every=0).train()
+    assert len(calls) == 2

@@ -13,7 +13,8 @@
 #      load_policy() finds it (tools/random_checkpoint.py; weights do not change a step's cost or code paths);
 #   1. timings, alone on the GPU: benchmarks/dpo_step.py at 135M x 32 pairs x 512 tokens and at the 1.7B shape x 16
 #      pairs x 512 tokens (contenders interleaved in one process where the card holds them all, else one process
-#      each, one after the other), benchmarks/head_logps.py at 1.7B's width, tdpo_step.py and lora_step.py (timings);
+#      each, one after the other), benchmarks/head_logps.py at 1.7B's width, tdpo_step.py and lora_step.py (timings),
+#      generate.py (rollout sampling vs raw generate) and grpo_step.py (one GRPO iteration vs TRL; 135M and 1.7B shapes);
 #   2. then, side by side (none of it is a timing): the pytest suite and every notebook's lesson cells (nbdev-test, one
 #      process per notebook) with RLHF_REF_DEVICE=cuda, the benchmarks' peak-memory probes (one fresh process per
 #      contender, torch.cuda.max_memory_allocated: unaffected by the neighbours), and an FSDP smoke test: the Trainer
@@ -25,7 +26,7 @@
 #      runs over.
 # Knobs: RLHF_REF_DEVICE (default cuda; cpu rehearses the script here), TESTS (default "tests"), PYTEST_ARGS (default
 # "-n 7 --ignore=tests/test_docs.py": building the site needs Node.js for MathJax, absent there, and uses no device),
-# NB (notebooks, default nbs/*.ipynb), NB_JOBS (default 7), SKIP_TESTS=1, SKIP_NBS=1, SKIP_BENCH=1, SKIP_FSDP=1,
+# NB (notebooks, default nbs/*.ipynb), NB_JOBS (default 7), SKIP_TESTS=1, SKIP_NBS=1, SKIP_BENCH=1, SKIP_FSDP=1, SKIP_ONLINE=1,
 # BENCH_135M / BENCH_17B (dpo_step.py's size arguments), SKIP_MEMORY (default SKIP_BENCH), MEM_135M / MEM_17B (the
 # contenders whose peak memory is probed at each size; - for none), MEM_STEPS=0 (no TDPO / LoRA probes), DEADLINE
 # (default 565: step 2 gets what is left of that many seconds from the start, at least 60; PHASE2_S sets its limit
@@ -116,6 +117,14 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     bench 45 "TDPO step against DPO (timings)" $PY benchmarks/tdpo_step.py --rounds 5 --no-memory
     bench 45 "LoRA DPO against full DPO (timings)" $PY benchmarks/lora_step.py --rounds 5 --no-memory
     bench 60 "SimPO and CPO against TRL's CPOTrainer (timings)" $PY benchmarks/simpo_step.py --rounds 5 --no-memory
+  fi
+  if [ "${SKIP_ONLINE:-0}" != 1 ]; then  # SKIP_ONLINE=1: not the rollout-generation and GRPO-iteration timings
+    bench 60 "Rollout generation against raw generate, 135M" $PY benchmarks/generate.py --arch 135m --prompts 32 --n 4 \
+      --max-new-tokens 128 --rounds 5
+    bench 120 "GRPO iteration against TRL, 135M" $PY benchmarks/grpo_step.py --arch 135m --prompts 8 --group 8 \
+      --max-new-tokens 256 --rounds 3
+    [ "$BENCH_17B" = - ] || bench 240 "GRPO iteration against TRL, 1.7B shape" $PY benchmarks/grpo_step.py --arch 1.7b \
+      --prompts 4 --group 8 --max-new-tokens 256 --rounds 3 --contenders rlhf_ref,trl_no_ckpt
   fi
 fi
 
