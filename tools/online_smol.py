@@ -12,10 +12,10 @@ order, the sampling and the evaluation's sampling. The arms:
 - `grpo`: GRPO with the paper's beta 0.04 (k3 KL in the loss), group of 4, DAPO's token-level loss;
 - `rloo`: RLOO (k = 2, beta 0.05 of k1 summed over the response, subtracted from the reward).
 
-Results are merged into `data/runs/online_smol.json`, which `nbs/40_ppo.ipynb` and `nbs/41_grpo.ipynb` read. About 10
-minutes a run on one CPU thread alone; several processes with different `--arms` can share the cores
-(`rlhf_ref.experiments.RunStore` merges their rows under a lock), but then the times they record are shared-machine
-times: compare arms' times only between runs that ran side by side.
+Results are merged into `data/runs/online_smol.json`, which `nbs/40_ppo.ipynb` and `nbs/41_grpo.ipynb` read. A run
+took 17 to 24 minutes with three runs sharing the 2-core machine; several processes with different `--arms` or
+`--seeds` can share the cores (`rlhf_ref.experiments.RunStore` merges their rows under a lock), but then the times
+they record are shared-machine times: compare arms' times only between runs that ran side by side.
 
     OMP_NUM_THREADS=1 python tools/online_smol.py --arms ppo --seeds 0 1 2
 """
