@@ -89,7 +89,9 @@ def loss(self: GRPO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 # %% ../nbs/41_grpo.ipynb #cb3fa0c5
 register_algo(AlgoInfo("grpo", GRPO, "GRPO (group-normalised advantages, k3 KL in the loss)", "2402.03300", "prompts",
                        needs_ref=True, needs_reward_model=False, online=True, notebook="41_grpo",
-                       status="implemented; bandit demo converges (CI); SmolLM2 claims not tested yet"))
+                       status="implemented; bandit demo converges (CI); SmolLM2 sentiment (3 seeds, 12 iterations): "
+                              "reward vs PPO could not tell (neither rose), KL above PPO's shown, same cost per "
+                              "iteration as PPO with a value head; one iteration 0.97 x TRL on CPU"))
 
 # %% ../nbs/41_grpo.ipynb #2658427c
 @dataclass

@@ -173,4 +173,6 @@ def loss(self: PPO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 # %% ../nbs/40_ppo.ipynb #89f1f3eb
 register_algo(AlgoInfo("ppo", PPO, "PPO for RLHF (per-token KL reward, GAE, clipped losses)", "1707.06347, 1909.08593",
                        "prompts", needs_ref=True, needs_reward_model=False, online=True, notebook="40_ppo",
-                       status="implemented; bandit demo converges (CI); simplify study (50_health_simplification, 3 seeds): minus-FKGL hacking shown; no gain over SFT could be shown (SARI-trained control fails at this budget); sentiment claims not tested"))
+                       status="implemented; bandit demo converges (CI); simplify study (50_health_simplification, 3 seeds): minus-FKGL hacking shown; no gain over SFT could be shown (SARI-trained control fails at this budget); "
+                              "SmolLM2 sentiment (6 seeds, 12 iterations): reward gain could not tell, kl_coef=0 "
+                              "moves twice as far (shown), no hacking seen"))
