@@ -132,7 +132,8 @@ def loss(self: RLOO, batch: dict, policy, ref) -> tuple[torch.Tensor, dict]:
 # %% ../nbs/41_grpo.ipynb #cd951835
 register_algo(AlgoInfo("rloo", RLOO, "RLOO (leave-one-out baseline, KL in the reward)", "2402.14740", "prompts",
                        needs_ref=True, needs_reward_model=False, online=True, notebook="41_grpo",
-                       status="implemented; bandit demo converges (CI); SmolLM2 claims not tested yet"))
+                       status="implemented; bandit demo converges (CI); SmolLM2 sentiment (3 seeds, 12 iterations): "
+                              "reward vs PPO and vs its start could not tell, about PPO's cost per iteration"))
 
 # %% ../nbs/41_grpo.ipynb #620a1dac
 @dataclass

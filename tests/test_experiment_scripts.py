@@ -71,3 +71,42 @@ def test_online_smol_arms_share_the_start_and_record_the_breakdown(tmp_path, mon
     assert exp["run"](["ppo", "grpo"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny")["runs"] == res["runs"]
     with pytest.raises(ValueError, match="another configuration"):
         exp["run"](["ppo"], [0], steps=3, n_eval=2, eval_every=1, out=out, model="tiny")
+
+
+def _lexicon_pairs(task, n: int = 16) -> list[dict]:
+    "Preference rows of one-word verdicts on the first train prompts, the higher VADER score chosen (ties skipped)."
+    import random
+    rng, words, rows = random.Random(0), ["great", "awful", "fine", "dull", "lovely", "bad", "boring", "superb"], []
+    for p in task.train_prompts[:n]:
+        a, b = (f"It was {w}." for w in rng.sample(words, 2))
+        ra, rb = task.reward([p, p], [a, b])
+        if ra == rb: continue
+        (c, rc), (r, rr) = sorted([(a, ra), (b, rb)], key=lambda t: -t[1])
+        rows.append(dict(prompt=p, chosen=[{"role": "assistant", "content": c}], rejected=[{"role": "assistant", "content": r}],
+                         chosen_reward=rc, rejected_reward=rr))
+    return rows
+
+
+def test_online_smol_overopt_records_proxy_and_gold_in_both_arms(tmp_path, monkeypatch):
+    from rlhf_ref.tasks import get_task
+    exp, out = script("online_smol.py"), tmp_path / "rm.json"
+    rows = _lexicon_pairs(get_task("sentiment"))
+    res = exp["run_overopt"](["ppo-rm", "ppo-gold"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny", rm_rows=rows)
+    runs = {r["arm"]: r for r in res["runs"]}
+    assert set(runs) == {"ppo-rm", "ppo-gold"}
+    rep = runs["ppo-rm"]["proxy"]
+    assert rep == runs["ppo-gold"]["proxy"] and rep["pairs"] == len(rows) and 0 < rep["heldout_pairs"] < len(rows)
+    assert rep["train_gold_accuracy"] > 0.5  # the fitted head orders its own (separable, one-word) pairs mostly right
+    for r in runs.values():
+        train = [h for h in r["history"] if h.get("split") == "train"]
+        evals = [h for h in r["history"] if h.get("split") == "eval"]
+        assert len(train) == 2 and all("objective/proxy" in h and "objective/gold" in h for h in train)
+        assert "objective/scores" not in train[0] and [e["step"] for e in evals] == [0, 1, 2]
+        assert all(isinstance(e["eval/proxy"], float) and -1 <= e["eval/reward"] <= 1 for e in evals)
+        assert {h["objective/kl_coef"] for h in train} == {0.0}
+    # the proxy is not the gold reward: on the same rollouts the two differ
+    assert any(h["objective/proxy"] != h["objective/gold"] for h in runs["ppo-rm"]["history"] if h.get("split") == "train")
+    no_model(exp, monkeypatch)
+    assert exp["run_overopt"](["ppo-rm"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny", rm_rows=rows)["runs"] == res["runs"]
+    with pytest.raises(ValueError, match="at least 8"):
+        exp["proxy_reward_model"](None, None, rows=rows[:3])

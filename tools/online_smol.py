@@ -18,14 +18,27 @@ took 17 to 24 minutes with three runs sharing the 2-core machine; several proces
 they record are shared-machine times: compare arms' times only between runs that ran side by side.
 
     OMP_NUM_THREADS=1 python tools/online_smol.py --arms ppo --seeds 0 1 2
+
+`--rm` runs the over-optimisation experiment instead (`run_overopt`, results in `data/runs/online_smol_rm.json`, read
+by `nbs/40_ppo.ipynb`): PPO without a KL penalty trained against a learned reward model (a linear Bradley-Terry head on
+the frozen SmolLM2's last-token features, fitted on the 673 shipped sentiment pairs: the proxy) and, as the control,
+the same PPO trained on the gold reward (VADER). Both record the gold and the proxy reward of every rollout and of every
+evaluation, so the two curves sit side by side; the control says whether a fall of the gold reward comes from the
+proxy or from training itself (the learning rate, the missing penalty).
+
+    OMP_NUM_THREADS=1 python tools/online_smol.py --rm --arms ppo-rm --seeds 0
 """
-import argparse, shutil, tempfile, time
+import argparse, dataclasses, shutil, statistics, tempfile, time
 from pathlib import Path
+import torch
 from rlhf_ref.evaluate import Evaluator
 from rlhf_ref.experiments import RunStore
 from rlhf_ref.grpo import GRPO, RLOO
 from rlhf_ref.models import frozen_copy, load_policy
 from rlhf_ref.ppo import PPO
+from rlhf_ref.prefdata import onpolicy_preferences
+from rlhf_ref.reward_model import (RewardModel, as_reward_fn, feature_pairs, fit_linear_bt, gold_accuracy, pair_rewards,
+                                   prompt_split, spearman)
 from rlhf_ref.rollout import OnlineConfig, OnlineTrainer
 from rlhf_ref.tasks import get_task
 
@@ -34,6 +47,31 @@ ARMS = {"ppo": (lambda: PPO(kl_coef=0.05), 8), "ppo-kl0": (lambda: PPO(kl_coef=0
         "grpo": (lambda: GRPO(num_generations=4, beta=0.04), 2),
         "rloo": (lambda: RLOO(num_generations=2, beta=0.05), 4)}
 OUT = Path(__file__).resolve().parents[1] / "data" / "runs" / "online_smol.json"
+# the over-optimisation experiment: arm -> what it trains on; both are PPO(kl_coef=0), 8 prompts x 1 an iteration
+RM_ARMS = {"ppo-rm": "the learned reward model (proxy)", "ppo-gold": "the gold reward, VADER (control)"}
+RM_OUT = OUT.with_name("online_smol_rm.json")
+
+
+def _train_arm(store, arm, seed, algo, n_prompts, policy, ref, tok, prompts, reward_fn, evaluator, steps, lr,
+               max_new_tokens, eval_every, gold_fn=None, extra=None, names=None):
+    "Train one (arm, seed) run in a temporary folder, store its metric history and seconds, print its evaluations."
+    t0 = time.time()
+    cfg = OnlineConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=n_prompts, lr=lr, num_epochs=4,
+                       num_mini_batches=1, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
+                       eval_every=eval_every, progress=False)
+    try:
+        hist = OnlineTrainer(algo, policy, ref, tok, prompts, reward_fn, cfg, eval_fn=evaluator, gold_fn=gold_fn).train()
+    finally:
+        shutil.rmtree(cfg.out_dir, ignore_errors=True)  # the final checkpoint: 2 GB a run, and only the metrics are kept
+    names = names or {}  # metric renames, e.g. to say which reward `objective/scores` was
+    keep = lambda r: {names.get(k, k): v for k, v in r.items() if isinstance(v, (int, float, str))}
+    row = dict(arm=arm, seed=seed, history=[keep(r) for r in hist], seconds=round(time.time() - t0, 1), **(extra or {}))
+    store.add(row)  # merged with what other processes stored meanwhile
+    evals = [r for r in hist if r.get("split") == "eval"]
+    extra = lambda e: f"/{e['eval/proxy']:.2f}" if "eval/proxy" in e else ""
+    print(f"{arm} seed {seed}: reward " + " -> ".join(f"{e['eval/reward']:.3f}{extra(e)}@{e['step']}" for e in evals)
+          + f", kl {evals[-1]['eval/kl']:.2f} ({row['seconds']:.0f} s)", flush=True)
+    return row
 
 
 def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=32, out=OUT, model=None, redo=False):
@@ -53,32 +91,93 @@ def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=
         evaluator = Evaluator(task, tok, ref=base, prompts=task.eval_prompts[:n_eval], max_new_tokens=max_new_tokens,
                               seed=seed)
         for arm in todo:
-            t0, (make, n_prompts) = time.time(), ARMS[arm]
+            make, n_prompts = ARMS[arm]
             policy, _ = load_policy(model)
-            cfg = OnlineConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=n_prompts, lr=lr, num_epochs=4,
-                               num_mini_batches=1, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
-                               eval_every=eval_every, progress=False)
-            trainer = OnlineTrainer(make(), policy, base, tok, task.train_prompts, task.reward, cfg, eval_fn=evaluator)
-            hist = trainer.train()
-            shutil.rmtree(cfg.out_dir)  # the final checkpoint: 2 GB a run, and only the metrics are kept
-            keep = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float, str))}
-            row = dict(arm=arm, seed=seed, history=[keep(r) for r in hist], seconds=round(time.time() - t0, 1))
-            store.add(row)  # merged with what other processes stored meanwhile
-            evals = [r for r in hist if r.get("split") == "eval"]
-            print(f"{arm} seed {seed}: reward " + " -> ".join(f"{e['eval/reward']:.3f}@{e['step']}" for e in evals)
-                  + f", kl {evals[-1]['eval/kl']:.2f} ({row['seconds']:.0f} s)", flush=True)
+            _train_arm(store, arm, seed, make(), n_prompts, policy, base, tok, task.train_prompts, task.reward, evaluator,
+                       steps, lr, max_new_tokens, eval_every)
+    return store.load()
+
+
+def proxy_reward_model(base, tok, weight_decay: float = 1.0, rows: list[dict] | None = None):
+    """The proxy: a linear Bradley-Terry head on `base`'s frozen last-token features (the backbone shared, not copied),
+    fitted on all preference pairs of 4 samples a train prompt (for SmolLM2 the 673 shipped pairs) with L2 penalty
+    `weight_decay` (the value `11_reward_model`'s inner selection chose most often). Also fitted on 3/4 of the prompts
+    and judged on the rest, to say how good a proxy it is. `rows`: other preference rows with their gold rewards.
+    Returns `(reward_model, report)`."""
+    if rows is None: rows = onpolicy_preferences(base, tok, get_task("sentiment"), pairing="all", progress=False)
+    if len(rows) < 8: raise ValueError(f"the proxy needs at least 8 preference pairs to fit and judge, got {len(rows)}")
+    rm = RewardModel.from_policy(base, frozen=True, copy_weights=False)
+    fp = feature_pairs(rm, tok, rows)
+    def fit(pairs):  # standardized features, the scaling folded back into the head's weights
+        x = torch.stack([r[k] for r in pairs for k in ("chosen_features", "rejected_features")])
+        mu, sd = x.mean(0), x.std(0) + 1e-6
+        head = fit_linear_bt([dict(chosen_features=(r["chosen_features"] - mu) / sd,
+                                   rejected_features=(r["rejected_features"] - mu) / sd) for r in pairs], weight_decay)
+        with torch.no_grad(): head.linear.weight.div_(sd)  # w . (f - mu) / sd = (w / sd) . f - const: the same differences
+        return head
+    at = {id(r): f for r, f in zip(rows, fp)}
+    train, test = prompt_split(rows, 0.25, seed=0)
+    c, r = pair_rewards(fit([at[id(x)] for x in train]), [at[id(x)] for x in test])
+    gold = lambda rs, side: [x[f"{side}_reward"] for x in rs]
+    report = dict(pairs=len(rows), heldout_pairs=len(test), weight_decay=weight_decay,
+                  heldout_gold_accuracy=gold_accuracy(c, r, gold(test, "chosen"), gold(test, "rejected")),
+                  heldout_spearman=spearman(torch.cat([c, r]).numpy(), gold(test, "chosen") + gold(test, "rejected")))
+    rm.head = fit(fp).to(next(base.parameters()).device)
+    c, r = pair_rewards(rm.head, fp)
+    report["train_gold_accuracy"] = gold_accuracy(c, r, gold(rows, "chosen"), gold(rows, "rejected"))
+    return rm, report
+
+
+def run_overopt(arms, seeds, steps=24, n_eval=32, eval_every=4, lr=2e-5, max_new_tokens=32, out=RM_OUT, model=None,
+                redo=False, rm_rows=None):
+    "PPO(kl_coef=0) on the proxy reward model (`ppo-rm`) and on the gold reward (`ppo-gold`), both recording both rewards."
+    task = get_task("sentiment")
+    config = dict(task="sentiment", model=model or "smollm2 (embedded)", steps=steps, lr=lr, num_epochs=4,
+                  num_mini_batches=1, max_new_tokens=max_new_tokens, temperature=1.0, n_eval_prompts=n_eval,
+                  eval_every=eval_every, algo=repr(PPO(kl_coef=0.0)), prompts_per_iteration=8, arms=RM_ARMS,
+                  proxy="linear Bradley-Terry head (weight decay 1) on the frozen initial model's last-token features, "
+                        "all pairs of 4 samples a train prompt" if rm_rows is None else f"{len(rm_rows)} given pairs")
+    store = RunStore(out, config, key=("arm", "seed"))
+    done = store.done()
+    for seed in seeds:
+        todo = [a for a in arms if redo or (a, seed) not in done]
+        if not todo: continue
+        base, tok = load_policy(model)
+        base = frozen_copy(base)
+        rm, report = proxy_reward_model(base, tok, rows=rm_rows)
+        print("proxy:", {k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}, flush=True)
+        proxy = as_reward_fn(rm, tok)
+        scored = dataclasses.replace(task, metrics=lambda p, c: {"proxy": statistics.fmean(proxy(p, c))})
+        evaluator = Evaluator(scored, tok, ref=base, prompts=task.eval_prompts[:n_eval], max_new_tokens=max_new_tokens,
+                              seed=seed)
+        for arm in todo:
+            policy, _ = load_policy(model)
+            # every rollout records both rewards: `objective/proxy` and `objective/gold`, whichever is trained on
+            reward_fn, gold_fn = (proxy, task.reward) if arm == "ppo-rm" else (task.reward, proxy)
+            names = ({"objective/scores": "objective/proxy"} if arm == "ppo-rm"
+                     else {"objective/scores": "objective/gold", "objective/gold": "objective/proxy"})
+            _train_arm(store, arm, seed, PPO(kl_coef=0.0), 8, policy, base, tok, task.train_prompts, reward_fn,
+                             evaluator, steps, lr, max_new_tokens, eval_every, gold_fn=gold_fn, extra=dict(proxy=report),
+                       names=names)
     return store.load()
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--rm", action="store_true", help="the over-optimisation experiment (arms ppo-rm, ppo-gold)")
+    p.add_argument("--arms", nargs="+", default=None, choices=[*ARMS, *RM_ARMS])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=None, help="iterations (default 12; 24 with --rm)")
     p.add_argument("--n-eval", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=4)
     p.add_argument("--model", default=None, help="None: the embedded SmolLM2; tiny: a smoke test")
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--out", type=Path, default=None)
     p.add_argument("--redo", action="store_true", help="re-run (arm, seed) pairs already stored in --out")
     a = p.parse_args()
-    run(a.arms, a.seeds, a.steps, a.n_eval, a.eval_every, out=a.out, model=a.model, redo=a.redo)
+    table = RM_ARMS if a.rm else ARMS
+    if a.arms and set(a.arms) - set(table): p.error(f"--arms {sorted(set(a.arms) - set(table))} belong to the other experiment ({'without' if a.rm else 'with'} --rm)")
+    if a.rm:
+        run_overopt(a.arms or list(RM_ARMS), a.seeds, a.steps or 24, a.n_eval, a.eval_every, out=a.out or RM_OUT,
+                    model=a.model, redo=a.redo)
+    else:
+        run(a.arms or list(ARMS), a.seeds, a.steps or 12, a.n_eval, a.eval_every, out=a.out or OUT, model=a.model, redo=a.redo)
