@@ -8,7 +8,7 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/experiments.html.md"""
 
 # %% ../nbs/08a_experiments.ipynb #f8b91a8d
 from __future__ import annotations
-import fcntl, json, math, os, statistics
+import fcntl, json, math, os, shutil, statistics, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from .core import set_seed
 
 # %% auto #0
-__all__ = ['t_quantile', 'Summary', 'summarize', 'run_seeds', 'summarize_runs', 'Comparison', 'compare', 'plot_bands', 'RunStore']
+__all__ = ['t_quantile', 'Summary', 'summarize', 'run_seeds', 'summarize_runs', 'Comparison', 'compare', 'plot_bands', 'RunStore',
+           'run_folder', 'metric_rows']
 
 # %% ../nbs/08a_experiments.ipynb #d4e058a3
 def _t_cdf(t: float, df: int, n: int = 2000) -> float:
@@ -191,3 +192,16 @@ class RunStore:
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps(res, indent=1))
             os.replace(tmp, self.path)  # atomic: a reader sees the old file or the new one, never half of one
+
+# %% ../nbs/08a_experiments.ipynb #e8a50011
+@contextmanager
+def run_folder(prefix: str = "rlhf-ref-run-"):
+    "A scratch folder for one run's checkpoints (a `str` path), removed on exit, whether the run finished or failed."
+    path = tempfile.mkdtemp(prefix=prefix)
+    try: yield path
+    finally: shutil.rmtree(path, ignore_errors=True)
+
+def metric_rows(history: list[dict], rename: dict[str, str] | None = None) -> list[dict]:
+    "The int, float and str entries of each row of a metric history (what a `RunStore` row keeps), keys renamed by `rename`."
+    rename = rename or {}
+    return [{rename.get(k, k): v for k, v in r.items() if isinstance(v, (int, float, str))} for r in history]

@@ -17,12 +17,12 @@ lock):
 
     OMP_NUM_THREADS=1 python tools/alol_smol.py --arms a-lol nll --seeds 0 1 2
 """
-import argparse, shutil, tempfile, time
+import argparse, time
 import datasets
 from pathlib import Path
 from rlhf_ref.alol import ALoL, alol_data
 from rlhf_ref.evaluate import Evaluator
-from rlhf_ref.experiments import RunStore
+from rlhf_ref.experiments import RunStore, metric_rows, run_folder
 from rlhf_ref.models import frozen_copy, load_policy
 from rlhf_ref.tasks import get_task
 from rlhf_ref.train import TrainConfig, Trainer
@@ -58,13 +58,12 @@ def run(arms, seeds, steps=30, n_eval=32, eval_every=10, lr=2e-5, batch_size=4, 
                                           progress=False, **smoke)
             if kept_only: ds = ds.filter(lambda a: a > 0, input_columns="advantage")
             policy, _ = load_policy(model)
-            cfg = TrainConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=3,
-                              max_grad_norm=10.0, eval_every=eval_every, seed=seed, progress=False)
-            hist = Trainer(algo, policy, ref, ds, collate, cfg, eval_fn=evaluator).train()
-            shutil.rmtree(cfg.out_dir)  # the final checkpoint: 2 GB a run, and only the metrics are kept
-            keep = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float, str))}
+            with run_folder() as out_dir:  # the final checkpoint: 2 GB a run, removed; only the metrics are kept
+                cfg = TrainConfig(out_dir=out_dir, max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=3,
+                                  max_grad_norm=10.0, eval_every=eval_every, seed=seed, progress=False)
+                hist = Trainer(algo, policy, ref, ds, collate, cfg, eval_fn=evaluator).train()
             info = {k: v for k, v in info.items() if k != "summary"}
-            row = dict(arm=arm, seed=seed, rows=len(ds), data=info, history=[keep(r) for r in hist],
+            row = dict(arm=arm, seed=seed, rows=len(ds), data=info, history=metric_rows(hist),
                        seconds=round(time.time() - t0, 1))
             store.add(row)  # merged with what other processes stored meanwhile
             evals = [r for r in hist if r.get("split") == "eval"]

@@ -11,14 +11,14 @@ About 15 minutes a run on one CPU thread (25 with other jobs sharing the two cor
 
     OMP_NUM_THREADS=1 python tools/lcpo_smol.py --rates 0.0 0.2 0.4 --seeds 0 1 2
 """
-import argparse, shutil, tempfile, time
+import argparse, time
 from pathlib import Path
 import torch
 from rlhf_ref.core import to_device
 from rlhf_ref.data import PreferenceCollator, precompute_ref_logps, preference_dataset
 from rlhf_ref.dpo import DPO
 from rlhf_ref.evaluate import Evaluator
-from rlhf_ref.experiments import RunStore
+from rlhf_ref.experiments import RunStore, run_folder
 from rlhf_ref.lcpo import REDPO, annotator_index, flip_auroc, posterior_correct
 from rlhf_ref.models import frozen_copy, load_policy
 from rlhf_ref.prefdata import inject_noise, onpolicy_preferences
@@ -68,11 +68,11 @@ def run(rates, seeds, arms=tuple(ARMS), steps=60, n_eval=32, lr=2e-5, batch_size
                                                    ref, tok.pad_token_id)
             data = noisy[rate]
             policy, _ = load_policy(model)
-            cfg = TrainConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=5,
-                              max_grad_norm=10.0, eval_every=0, seed=seed, progress=False)
             collate = PreferenceCollator(tok.pad_token_id)
-            hist = Trainer(algo, policy, ref, data, collate, cfg, eval_fn=evaluator).train()
-            shutil.rmtree(cfg.out_dir)  # the final checkpoint: 2 GB a run, and only the metrics are kept
+            with run_folder() as out_dir:  # the final checkpoint: 2 GB a run, removed; only the metrics are kept
+                cfg = TrainConfig(out_dir=out_dir, max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=5,
+                                  max_grad_norm=10.0, eval_every=0, seed=seed, progress=False)
+                hist = Trainer(algo, policy, ref, data, collate, cfg, eval_fn=evaluator).train()
             evals = [r for r in hist if r.get("split") == "eval"]
             numbers = lambda r: {k: v for k, v in r.items() if isinstance(v, (int, float))}
             train = [numbers(r) for r in hist if r.get("split") != "eval"]

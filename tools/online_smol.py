@@ -28,11 +28,11 @@ proxy or from training itself (the learning rate, the missing penalty).
 
     OMP_NUM_THREADS=1 python tools/online_smol.py --rm --arms ppo-rm --seeds 0
 """
-import argparse, dataclasses, shutil, statistics, tempfile, time
+import argparse, dataclasses, statistics, time
 from pathlib import Path
 import torch
 from rlhf_ref.evaluate import Evaluator
-from rlhf_ref.experiments import RunStore
+from rlhf_ref.experiments import RunStore, metric_rows, run_folder
 from rlhf_ref.grpo import GRPO, RLOO
 from rlhf_ref.models import frozen_copy, load_policy
 from rlhf_ref.ppo import PPO
@@ -56,16 +56,13 @@ def _train_arm(store, arm, seed, algo, n_prompts, policy, ref, tok, prompts, rew
                max_new_tokens, eval_every, gold_fn=None, extra=None, names=None):
     "Train one (arm, seed) run in a temporary folder, store its metric history and seconds, print its evaluations."
     t0 = time.time()
-    cfg = OnlineConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=n_prompts, lr=lr, num_epochs=4,
-                       num_mini_batches=1, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
-                       eval_every=eval_every, progress=False)
-    try:
+    with run_folder() as out_dir:  # the final checkpoint: 2 GB a run, removed even if training fails; metrics are kept
+        cfg = OnlineConfig(out_dir=out_dir, max_steps=steps, batch_size=n_prompts, lr=lr, num_epochs=4,
+                           num_mini_batches=1, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
+                           eval_every=eval_every, progress=False)
         hist = OnlineTrainer(algo, policy, ref, tok, prompts, reward_fn, cfg, eval_fn=evaluator, gold_fn=gold_fn).train()
-    finally:
-        shutil.rmtree(cfg.out_dir, ignore_errors=True)  # the final checkpoint: 2 GB a run, and only the metrics are kept
-    names = names or {}  # metric renames, e.g. to say which reward `objective/scores` was
-    keep = lambda r: {names.get(k, k): v for k, v in r.items() if isinstance(v, (int, float, str))}
-    row = dict(arm=arm, seed=seed, history=[keep(r) for r in hist], seconds=round(time.time() - t0, 1), **(extra or {}))
+    # `names` renames metrics, e.g. to say which reward `objective/scores` was
+    row = dict(arm=arm, seed=seed, history=metric_rows(hist, names), seconds=round(time.time() - t0, 1), **(extra or {}))
     store.add(row)  # merged with what other processes stored meanwhile
     evals = [r for r in hist if r.get("split") == "eval"]
     extra = lambda e: f"/{e['eval/proxy']:.2f}" if "eval/proxy" in e else ""

@@ -7,12 +7,12 @@ which `nbs/23_simpo.ipynb` reads and shows. Run under the heavy lock:
 
     flock /tmp/rlhf_heavy.lock python tools/simpo_length.py --algos dpo simpo --seeds 0 1
 """
-import argparse, shutil, tempfile, time
+import argparse, time
 from pathlib import Path
 from rlhf_ref.data import PreferenceCollator, precompute_ref_logps, preference_dataset
 from rlhf_ref.dpo import DPO
 from rlhf_ref.evaluate import Evaluator
-from rlhf_ref.experiments import RunStore
+from rlhf_ref.experiments import RunStore, run_folder
 from rlhf_ref.models import frozen_copy, load_policy
 from rlhf_ref.prefdata import onpolicy_preferences
 from rlhf_ref.simpo import SimPO
@@ -47,10 +47,10 @@ def run(algos, seeds, steps=30, n_eval=32, lr=2e-5, batch_size=4, out=OUT, model
             t0, algo = time.time(), ALGOS[name]()
             policy, _ = load_policy(model)
             data = precompute_ref_logps(ds, ref, tok.pad_token_id) if algo.precompute_ref else ds
-            cfg = TrainConfig(out_dir=tempfile.mkdtemp(), max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=5,
-                              max_grad_norm=10.0, eval_every=0, seed=seed, progress=False)
-            hist = Trainer(algo, policy, ref, data, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=evaluator).train()
-            shutil.rmtree(cfg.out_dir)  # the final checkpoint: 2 GB a run, and only the metrics are kept
+            with run_folder() as out_dir:  # the final checkpoint: 2 GB a run, removed; only the metrics are kept
+                cfg = TrainConfig(out_dir=out_dir, max_steps=steps, batch_size=batch_size, lr=lr, warmup_steps=5,
+                                  max_grad_norm=10.0, eval_every=0, seed=seed, progress=False)
+                hist = Trainer(algo, policy, ref, data, PreferenceCollator(tok.pad_token_id), cfg, eval_fn=evaluator).train()
             evals = [r for r in hist if r.get("split") == "eval"]
             train = [{k: v for k, v in r.items() if isinstance(v, (int, float))} for r in hist if r.get("split") != "eval"]
             row = dict(algo=name, seed=seed, pairs=len(ds), first=evals[0], final=evals[-1], train=train,
