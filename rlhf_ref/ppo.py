@@ -175,4 +175,5 @@ register_algo(AlgoInfo("ppo", PPO, "PPO for RLHF (per-token KL reward, GAE, clip
                        "prompts", needs_ref=True, needs_reward_model=False, online=True, notebook="40_ppo",
                        status="implemented; bandit demo converges (CI); simplify study (50_health_simplification, 3 seeds): minus-FKGL hacking shown; no gain over SFT could be shown (SARI-trained control fails at this budget); "
                               "SmolLM2 sentiment (6 seeds, 12 iterations): reward gain could not tell, kl_coef=0 "
-                              "moves twice as far (shown), no hacking seen"))
+                              "moves twice as far (shown), no hacking seen; against a learned reward model (3 seeds, 24 "
+                              "iterations) over-optimisation could not tell: the weak proxy was barely climbed"))
