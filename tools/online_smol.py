@@ -24,7 +24,8 @@ by `nbs/40_ppo.ipynb`): PPO without a KL penalty trained against a learned rewar
 the frozen SmolLM2's last-token features, fitted on the 673 shipped sentiment pairs: the proxy) and, as the control,
 the same PPO trained on the gold reward (VADER). Both record the gold and the proxy reward of every rollout and of every
 evaluation, so the two curves sit side by side; the control says whether a fall of the gold reward comes from the
-proxy or from training itself (the learning rate, the missing penalty).
+proxy or from training itself (the learning rate, the missing penalty). With the three seeds as three processes (each
+running `ppo-rm`, then `ppo-gold`), a `ppo-rm` run took about 57 minutes and a `ppo-gold` run about 47.
 
     OMP_NUM_THREADS=1 python tools/online_smol.py --rm --arms ppo-rm --seeds 0
 """
@@ -65,8 +66,8 @@ def _train_arm(store, arm, seed, algo, n_prompts, policy, ref, tok, prompts, rew
     row = dict(arm=arm, seed=seed, history=metric_rows(hist, names), seconds=round(time.time() - t0, 1), **(extra or {}))
     store.add(row)  # merged with what other processes stored meanwhile
     evals = [r for r in hist if r.get("split") == "eval"]
-    extra = lambda e: f"/{e['eval/proxy']:.2f}" if "eval/proxy" in e else ""
-    print(f"{arm} seed {seed}: reward " + " -> ".join(f"{e['eval/reward']:.3f}{extra(e)}@{e['step']}" for e in evals)
+    proxy = lambda e: f"/{e['eval/proxy']:.2f}" if "eval/proxy" in e else ""  # gold/proxy where both are evaluated
+    print(f"{arm} seed {seed}: reward " + " -> ".join(f"{e['eval/reward']:.3f}{proxy(e)}@{e['step']}" for e in evals)
           + f", kl {evals[-1]['eval/kl']:.2f} ({row['seconds']:.0f} s)", flush=True)
     return row
 
