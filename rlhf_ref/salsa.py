@@ -65,6 +65,7 @@ class SALSA(PPO):
     sft_batch_size: int = 4  # demonstrations per SFT step
     sft_split: str = "orders"  # "orders": both SFTs on all data, different orders | "halves": SFT1 first half, SFT2 second
     sft_k: int = 4  # base samples per prompt when the task has no written responses (best of k by reward)
+    sft_data_seed: int | None = None  # seed of the samples behind the demonstrations (None: the run's seed)
     sft_keep_unfinished: bool = False  # best of k among all samples, not only those that ended with EOS (e.g. --model tiny)
     log_sft_kl: bool = True  # also log the KL of each rollout to SFT1 and SFT2 (two more forwards per iteration)
 
@@ -73,6 +74,7 @@ class SALSA(PPO):
         check_range("alpha", self.alpha, 0, 1); check_range("sft_lr", self.sft_lr, 0, lo_open=True)
         for name in ("sft_steps", "sft_batch_size", "sft_k"): check_range(name, getattr(self, name), 1)
         check_choice("sft_split", self.sft_split, {"orders", "halves"})
+        if self.sft_data_seed is not None: check_range("sft_data_seed", self.sft_data_seed, 0)
         self.sfts = None  # (SFT1, SFT2), frozen, once `prepare` has run
 
 # %% ../nbs/44_salsa.ipynb #931e8f6b
@@ -85,7 +87,8 @@ def train_sfts(self: SALSA, policy, tok, task, prompts: list, *, out_dir, seed: 
         saved = out_dir / f"sft{i}" / "policy"
         if (saved / "config.json").exists(): models.append(load_policy(saved)[0]); continue
         if data is None:  # the demonstrations, built once from the base (cached by the data builder)
-            data = data_builder("responses")(SFT(), policy, tok, task, k=self.sft_k, n_prompts=len(prompts), seed=seed,
+            data = data_builder("responses")(SFT(), policy, tok, task, k=self.sft_k, n_prompts=len(prompts),
+                                             seed=seed if self.sft_data_seed is None else self.sft_data_seed,
                                              require_finished=not self.sft_keep_unfinished, progress=not quiet)
         ds, collate, _ = data
         half = len(ds) // 2
@@ -126,4 +129,5 @@ def make_experience(self: SALSA, ro: dict) -> dict:
 # %% ../nbs/44_salsa.ipynb #fd5202fb
 register_algo(AlgoInfo("salsa", SALSA, "SALSA (PPO from and towards a soup of two SFTs)", "2411.01798", "prompts",
                        needs_ref=True, needs_reward_model=False, online=True, notebook="44_salsa",
-                       status="implemented; tiny-model demo only (SmolLM2 claim not tested)"));
+                       status="implemented; tiny-model demo (CI); SmolLM2 sentiment (3 seeds, 12 iterations): reward and KL "
+                              "vs PPO from one SFT could not tell (the short SFTs barely differ from the base)"));

@@ -110,3 +110,26 @@ def test_online_smol_overopt_records_proxy_and_gold_in_both_arms(tmp_path, monke
     assert exp["run_overopt"](["ppo-rm"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny", rm_rows=rows)["runs"] == res["runs"]
     with pytest.raises(ValueError, match="at least 8"):
         exp["proxy_reward_model"](None, None, rows=rows[:3])
+
+
+def test_salsa_smol_soups_and_arms_start_where_they_should(tmp_path, monkeypatch):
+    exp, out = script("salsa_smol.py"), tmp_path / "salsa.json"
+    res = exp["run"](["salsa", "sft1"], [0], steps=1, n_eval=2, eval_every=1, sft_steps=1, sft_prompts=4, out=out, model="tiny")
+    runs = {r["arm"]: r for r in res["runs"]}
+    assert set(runs) == {"soups", "salsa", "sft1"}
+    soups = runs["soups"]["evals"]
+    assert list(soups) == ["0.0", "0.25", "0.5", "0.75", "1.0"] and runs["soups"]["sft_seconds"] > 0
+    untimed = lambda e: {k[5:]: v for k, v in e.items() if k.startswith("eval/")}
+    for arm, alpha in (("salsa", "0.5"), ("sft1", "1.0")):
+        hist = runs[arm]["history"]
+        first_eval = next(h for h in hist if h.get("split") == "eval")
+        assert first_eval["step"] == 0 and untimed(first_eval) == soups[alpha]  # RL starts from that soup
+        first = next(h for h in hist if h.get("split") == "train")
+        assert first["objective/kl"] == 0.0  # the first rollout's policy is its own reference
+        assert "objective/kl_sft1" in first and "objective/kl_sft2" in first
+    assert next(h for h in runs["sft1"]["history"] if h.get("split") == "train")["objective/kl_sft1"] == 0.0  # ref = SFT1
+    no_model(exp, monkeypatch)
+    again = exp["run"](["salsa", "sft1"], [0], steps=1, n_eval=2, eval_every=1, sft_steps=1, sft_prompts=4, out=out, model="tiny")
+    assert again["runs"] == res["runs"]
+    with pytest.raises(ValueError, match="another configuration"):
+        exp["run"](["salsa"], [0], steps=2, n_eval=2, eval_every=1, sft_steps=1, sft_prompts=4, out=out, model="tiny")

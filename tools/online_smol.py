@@ -2,7 +2,7 @@
 KL to the initial model, entropy, clipfrac and the time each piece of an iteration took.
 
 Every (arm, seed) run trains a fresh SmolLM2 for `--steps` iterations on its own samples of the task's train prompts,
-8 responses an iteration in every arm (PPO: 8 prompts x 1; GRPO: 2 prompts x 4; RLOO: 4 prompts x 2), 4 epochs of one
+8 responses an iteration in every arm (PPO: 8 prompts x 1; GRPO: 2 prompts x 4; RLOO and P3O: 4 prompts x 2), 4 epochs of one
 minibatch over each batch (TRL's `num_ppo_epochs`), responses and evaluations cut at `--max-new-tokens`, and evaluates
 fresh samples on the first `--n-eval` held-out prompts every `--eval-every` iterations; the seed changes the prompt
 order, the sampling and the evaluation's sampling. The arms:
@@ -10,9 +10,11 @@ order, the sampling and the evaluation's sampling. The arms:
 - `ppo`: PPO with TRL's per-token k1 KL penalty (`kl_coef` 0.05), GAE, a value head on the policy's trunk;
 - `ppo-kl0` (the KL penalty's control): the same with `kl_coef` 0, where the papers expect reward hacking;
 - `grpo`: GRPO with the paper's beta 0.04 (k3 KL in the loss), group of 4, DAPO's token-level loss;
-- `rloo`: RLOO (k = 2, beta 0.05 of k1 summed over the response, subtracted from the reward).
+- `rloo`: RLOO (k = 2, beta 0.05 of k1 summed over the response, subtracted from the reward);
+- `p3o`: P3O (two samples a prompt, `kl_coef` 0.05 like PPO's, joint clip, rewards over their running std).
 
-Results are merged into `data/runs/online_smol.json`, which `nbs/40_ppo.ipynb` and `nbs/41_grpo.ipynb` read. A run
+Results are merged into `data/runs/online_smol.json`, which `nbs/40_ppo.ipynb`, `nbs/41_grpo.ipynb` and
+`nbs/45_p3o.ipynb` read. A run
 took 17 to 24 minutes with three runs sharing the 2-core machine; several processes with different `--arms` or
 `--seeds` can share the cores (`rlhf_ref.experiments.RunStore` merges their rows under a lock), but then the times
 they record are shared-machine times: compare arms' times only between runs that ran side by side.
@@ -36,6 +38,7 @@ from rlhf_ref.evaluate import Evaluator
 from rlhf_ref.experiments import RunStore, metric_rows, run_folder
 from rlhf_ref.grpo import GRPO, RLOO
 from rlhf_ref.models import frozen_copy, load_policy
+from rlhf_ref.p3o import P3O
 from rlhf_ref.ppo import PPO
 from rlhf_ref.prefdata import onpolicy_preferences
 from rlhf_ref.reward_model import (RewardModel, as_reward_fn, feature_pairs, fit_linear_bt, gold_accuracy, pair_rewards,
@@ -46,14 +49,15 @@ from rlhf_ref.tasks import get_task
 # arm -> (algorithm, prompts an iteration); every arm samples 8 responses an iteration
 ARMS = {"ppo": (lambda: PPO(kl_coef=0.05), 8), "ppo-kl0": (lambda: PPO(kl_coef=0.0), 8),
         "grpo": (lambda: GRPO(num_generations=4, beta=0.04), 2),
-        "rloo": (lambda: RLOO(num_generations=2, beta=0.05), 4)}
+        "rloo": (lambda: RLOO(num_generations=2, beta=0.05), 4),
+        "p3o": (lambda: P3O(kl_coef=0.05), 4)}
 OUT = Path(__file__).resolve().parents[1] / "data" / "runs" / "online_smol.json"
 # the over-optimisation experiment: arm -> what it trains on; both are PPO(kl_coef=0), 8 prompts x 1 an iteration
 RM_ARMS = {"ppo-rm": "the learned reward model (proxy)", "ppo-gold": "the gold reward, VADER (control)"}
 RM_OUT = OUT.with_name("online_smol_rm.json")
 
 
-def _train_arm(store, arm, seed, algo, n_prompts, policy, ref, tok, prompts, reward_fn, evaluator, steps, lr,
+def train_arm(store, arm, seed, algo, n_prompts, policy, ref, tok, prompts, reward_fn, evaluator, steps, lr,
                max_new_tokens, eval_every, gold_fn=None, extra=None, names=None):
     "Train one (arm, seed) run in a temporary folder, store its metric history and seconds, print its evaluations."
     t0 = time.time()
@@ -91,8 +95,8 @@ def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=
         for arm in todo:
             make, n_prompts = ARMS[arm]
             policy, _ = load_policy(model)
-            _train_arm(store, arm, seed, make(), n_prompts, policy, base, tok, task.train_prompts, task.reward, evaluator,
-                       steps, lr, max_new_tokens, eval_every)
+            train_arm(store, arm, seed, make(), n_prompts, policy, base, tok, task.train_prompts, task.reward, evaluator,
+                      steps, lr, max_new_tokens, eval_every)
     return store.load()
 
 
@@ -154,9 +158,9 @@ def run_overopt(arms, seeds, steps=24, n_eval=32, eval_every=4, lr=2e-5, max_new
             reward_fn, gold_fn = (proxy, task.reward) if arm == "ppo-rm" else (task.reward, proxy)
             names = ({"objective/scores": "objective/proxy"} if arm == "ppo-rm"
                      else {"objective/scores": "objective/gold", "objective/gold": "objective/proxy"})
-            _train_arm(store, arm, seed, PPO(kl_coef=0.0), 8, policy, base, tok, task.train_prompts, reward_fn,
-                             evaluator, steps, lr, max_new_tokens, eval_every, gold_fn=gold_fn, extra=dict(proxy=report),
-                       names=names)
+            train_arm(store, arm, seed, PPO(kl_coef=0.0), 8, policy, base, tok, task.train_prompts, reward_fn,
+                      evaluator, steps, lr, max_new_tokens, eval_every, gold_fn=gold_fn, extra=dict(proxy=report),
+                      names=names)
     return store.load()
 
 
