@@ -58,7 +58,7 @@ RM_OUT = OUT.with_name("online_smol_rm.json")
 
 
 def train_arm(store, arm, seed, algo, n_prompts, policy, ref, tok, prompts, reward_fn, evaluator, steps, lr,
-               max_new_tokens, eval_every, gold_fn=None, extra=None, names=None):
+              max_new_tokens, eval_every, gold_fn=None, extra=None, names=None):
     "Train one (arm, seed) run in a temporary folder, store its metric history and seconds, print its evaluations."
     t0 = time.time()
     with run_folder() as out_dir:  # the final checkpoint: 2 GB a run, removed even if training fails; metrics are kept
