@@ -8,7 +8,7 @@ Docs: https://rlhf-ref.github.io/rlhf_ref/experiments.html.md"""
 
 # %% ../nbs/08a_experiments.ipynb #f8b91a8d
 from __future__ import annotations
-import fcntl, json, math, os, shutil, statistics, tempfile
+import fcntl, json, math, os, shutil, signal, statistics, tempfile, threading
 from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -196,10 +196,16 @@ class RunStore:
 # %% ../nbs/08a_experiments.ipynb #e8a50011
 @contextmanager
 def run_folder(prefix: str = "rlhf-ref-run-"):
-    "A scratch folder for one run's checkpoints (a `str` path), removed on exit, whether the run finished or failed."
+    "A scratch folder for one run's checkpoints (a `str` path), removed on exit: finished, failed, interrupted or sent SIGTERM."
     path = tempfile.mkdtemp(prefix=prefix)
+    main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+    if main:
+        def stop(signum, frame): raise SystemExit(128 + signum)  # unwinds through `finally` below, unlike the default action
+        previous = signal.signal(signal.SIGTERM, stop)
     try: yield path
-    finally: shutil.rmtree(path, ignore_errors=True)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        if main: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 def metric_rows(history: list[dict], rename: dict[str, str] | None = None) -> list[dict]:
     "The int, float and str entries of each row of a metric history (what a `RunStore` row keeps), keys renamed by `rename`."

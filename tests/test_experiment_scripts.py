@@ -13,7 +13,8 @@ def script(name: str) -> dict:
 def no_model(exp: dict, monkeypatch):
     "Make the script's model loading fail loudly, so a call that should read only stored rows proves it."
     def load_policy(*a, **k): raise RuntimeError("model loaded")
-    monkeypatch.setitem(exp["run"].__globals__, "load_policy", load_policy)
+    for fn in (exp["run"], exp.get("pending")):  # `pending` (tools/online_smol.py) loads each seed's initial model
+        if fn is not None: monkeypatch.setitem(fn.__globals__, "load_policy", load_policy)
 
 
 def test_alol_smol_control_trains_only_on_positive_advantages(tmp_path, monkeypatch):
@@ -133,3 +134,30 @@ def test_salsa_smol_soups_and_arms_start_where_they_should(tmp_path, monkeypatch
     assert again["runs"] == res["runs"]
     with pytest.raises(ValueError, match="another configuration"):
         exp["run"](["salsa"], [0], steps=2, n_eval=2, eval_every=1, sft_steps=1, sft_prompts=4, out=out, model="tiny")
+
+
+def test_mpo_smol_arms_share_the_pairs_and_start_where_they_should(tmp_path, monkeypatch):
+    exp, out = script("mpo_smol.py"), tmp_path / "mpo.json"
+    kw = dict(steps=1, n_eval=2, eval_every=1, n_prompts=12, out=out, model="tiny")
+    res = exp["run"](list(exp["ARMS"]), [0], **kw)
+    runs = {r["arm"]: r for r in res["runs"]}
+    assert set(runs) == set(exp["ARMS"])
+    n = runs["mpo"]["split"]["pairs"]
+    assert runs["dpo"]["pairs"] == runs["dpo-noise"]["pairs"] == runs["ppo"]["split"]["pairs"] == n  # the same pairs
+    assert runs["dpo"]["swapped"] == 0 and runs["dpo-noise"]["swapped"] == round(0.3 * n)
+    noisy = runs["mpo-noise"]["split"]
+    assert noisy["swapped_easy"] + noisy["swapped_difficult"] == round(0.3 * n)
+    for arm in ("mpo", "mpo-noise", "ppo"):
+        split, hist = runs[arm]["split"], runs[arm]["history"]
+        assert split["easy"] + split["difficult"] == n == len(split["gaps"])
+        assert split["easy"] == (0 if arm == "ppo" else round(0.7 * n))
+        first = next(h for h in hist if h.get("split") == "train")
+        assert first["objective/kl"] == 0.0  # PPO's first rollout comes from its own reference (pi_DPO; SmolLM2 for ppo)
+        assert "objective/proxy" in first and "objective/gold" in first  # trained on the reward model, gold beside it
+        assert runs[arm]["prepare_seconds"] > 0
+    assert next(h for h in runs["ppo"]["history"] if h.get("split") == "eval")["eval/kl"] == 0.0  # PPO alone: from SmolLM2
+    assert next(h for h in runs["mpo"]["history"] if h.get("split") == "eval")["eval/kl"] != 0.0  # MPO: from the DPO policy
+    no_model(exp, monkeypatch)
+    assert exp["run"](list(exp["ARMS"]), [0], **kw)["runs"] == res["runs"]
+    with pytest.raises(ValueError, match="another configuration"):
+        exp["run"](["dpo"], [0], **{**kw, "steps": 2})

@@ -57,6 +57,23 @@ RM_ARMS = {"ppo-rm": "the learned reward model (proxy)", "ppo-gold": "the gold r
 RM_OUT = OUT.with_name("online_smol_rm.json")
 
 
+def base_config(model, steps, lr, max_new_tokens, n_eval, eval_every, **more) -> dict:
+    "The settings every SmolLM2 online experiment stores in its config (task, model, PPO's budget, evaluation), and `more`."
+    return dict(task="sentiment", model=model or "smollm2 (embedded)", steps=steps, lr=lr, num_epochs=4, num_mini_batches=1,
+                max_new_tokens=max_new_tokens, temperature=1.0, n_eval_prompts=n_eval, eval_every=eval_every, **more)
+
+
+def pending(store, arms, seeds, redo, model):
+    """For each seed that has (arm, seed) runs not yet in `store` (all of them with `redo`): the seed, those arms, and the
+    initial model (frozen: every evaluation's KL reference) with its tokenizer, loaded afresh."""
+    done = store.done()
+    for seed in seeds:
+        todo = [a for a in arms if redo or (a, seed) not in done]
+        if not todo: continue
+        base, tok = load_policy(model)
+        yield seed, todo, frozen_copy(base), tok
+
+
 def train_arm(store, arm, seed, algo, n_prompts, policy, ref, tok, prompts, reward_fn, evaluator, steps, lr,
               max_new_tokens, eval_every, gold_fn=None, extra=None, names=None):
     "Train one (arm, seed) run in a temporary folder, store its metric history and seconds, print its evaluations."
@@ -79,16 +96,10 @@ def train_arm(store, arm, seed, algo, n_prompts, policy, ref, tok, prompts, rewa
 def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=32, out=OUT, model=None, redo=False):
     "Train and evaluate each arm for each seed not yet in `out` (every one with `redo`); merge the rows into `out`."
     task = get_task("sentiment")
-    config = dict(task="sentiment", model=model or "smollm2 (embedded)", steps=steps, lr=lr, num_epochs=4,
-                  num_mini_batches=1, max_new_tokens=max_new_tokens, temperature=1.0, n_eval_prompts=n_eval,
-                  eval_every=eval_every, arms={a: f"{ARMS[a][0]()!r}, {ARMS[a][1]} prompts" for a in ARMS})
+    config = base_config(model, steps, lr, max_new_tokens, n_eval, eval_every,
+                         arms={a: f"{ARMS[a][0]()!r}, {ARMS[a][1]} prompts" for a in ARMS})
     store = RunStore(out, config, key=("arm", "seed"))  # refuses a file of another configuration
-    done = store.done()
-    for seed in seeds:
-        todo = [a for a in arms if redo or (a, seed) not in done]
-        if not todo: continue
-        base, tok = load_policy(model)
-        base = frozen_copy(base)  # the initial model: KL reference of every arm and the evaluation's reference
+    for seed, todo, base, tok in pending(store, arms, seeds, redo, model):
         # one evaluator a seed: it evaluates the arms' shared starting point once
         evaluator = Evaluator(task, tok, ref=base, prompts=task.eval_prompts[:n_eval], max_new_tokens=max_new_tokens,
                               seed=seed)
@@ -134,18 +145,12 @@ def run_overopt(arms, seeds, steps=24, n_eval=32, eval_every=4, lr=2e-5, max_new
                 redo=False, rm_rows=None):
     "PPO(kl_coef=0) on the proxy reward model (`ppo-rm`) and on the gold reward (`ppo-gold`), both recording both rewards."
     task = get_task("sentiment")
-    config = dict(task="sentiment", model=model or "smollm2 (embedded)", steps=steps, lr=lr, num_epochs=4,
-                  num_mini_batches=1, max_new_tokens=max_new_tokens, temperature=1.0, n_eval_prompts=n_eval,
-                  eval_every=eval_every, algo=repr(PPO(kl_coef=0.0)), prompts_per_iteration=8, arms=RM_ARMS,
-                  proxy="linear Bradley-Terry head (weight decay 1) on the frozen initial model's last-token features, "
-                        "all pairs of 4 samples a train prompt" if rm_rows is None else f"{len(rm_rows)} given pairs")
+    config = base_config(model, steps, lr, max_new_tokens, n_eval, eval_every, algo=repr(PPO(kl_coef=0.0)),
+                         prompts_per_iteration=8, arms=RM_ARMS,
+                         proxy="linear Bradley-Terry head (weight decay 1) on the frozen initial model's last-token features, "
+                               "all pairs of 4 samples a train prompt" if rm_rows is None else f"{len(rm_rows)} given pairs")
     store = RunStore(out, config, key=("arm", "seed"))
-    done = store.done()
-    for seed in seeds:
-        todo = [a for a in arms if redo or (a, seed) not in done]
-        if not todo: continue
-        base, tok = load_policy(model)
-        base = frozen_copy(base)
+    for seed, todo, base, tok in pending(store, arms, seeds, redo, model):
         rm, report = proxy_reward_model(base, tok, rows=rm_rows)
         print("proxy:", {k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}, flush=True)
         proxy = as_reward_fn(rm, tok)
@@ -164,17 +169,22 @@ def run_overopt(arms, seeds, steps=24, n_eval=32, eval_every=4, lr=2e-5, max_new
     return store.load()
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--rm", action="store_true", help="the over-optimisation experiment (arms ppo-rm, ppo-gold)")
-    p.add_argument("--arms", nargs="+", default=None, choices=[*ARMS, *RM_ARMS])
+def common_args(p: argparse.ArgumentParser, out) -> argparse.ArgumentParser:
+    "Add the arguments every SmolLM2 online experiment script takes: seeds, evaluation, model, output file, redo."
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=None, help="iterations (default 12; 24 with --rm)")
     p.add_argument("--n-eval", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=4)
     p.add_argument("--model", default=None, help="None: the embedded SmolLM2; tiny: a smoke test")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=out)
     p.add_argument("--redo", action="store_true", help="re-run (arm, seed) pairs already stored in --out")
+    return p
+
+
+if __name__ == "__main__":
+    p = common_args(argparse.ArgumentParser(), None)
+    p.add_argument("--rm", action="store_true", help="the over-optimisation experiment (arms ppo-rm, ppo-gold)")
+    p.add_argument("--arms", nargs="+", default=None, choices=[*ARMS, *RM_ARMS])
+    p.add_argument("--steps", type=int, default=None, help="iterations (default 12; 24 with --rm)")
     a = p.parse_args()
     table = RM_ARMS if a.rm else ARMS
     if a.arms and set(a.arms) - set(table): p.error(f"--arms {sorted(set(a.arms) - set(table))} belong to the other experiment ({'without' if a.rm else 'with'} --rm)")

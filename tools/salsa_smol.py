@@ -22,10 +22,9 @@ their own reference (`objective/kl`) and to SFT1 and SFT2 (`objective/kl_sft1|2`
 import argparse, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # online_smol's train_arm, also when run by runpy
-from online_smol import train_arm
+from online_smol import base_config, common_args, pending, train_arm
 from rlhf_ref.evaluate import Evaluator
 from rlhf_ref.experiments import RunStore, run_folder
-from rlhf_ref.models import frozen_copy, load_policy
 from rlhf_ref.salsa import SALSA, soup
 from rlhf_ref.tasks import get_task
 
@@ -41,17 +40,10 @@ def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=
     drawn first unless cached; 64 reads the shipped samples)."""
     task = get_task("sentiment")
     make = lambda alpha: SALSA(alpha=alpha, sft_steps=sft_steps, sft_data_seed=0, sft_keep_unfinished=model == "tiny")
-    config = dict(task="sentiment", model=model or "smollm2 (embedded)", steps=steps, lr=lr, num_epochs=4,
-                  num_mini_batches=1, max_new_tokens=max_new_tokens, temperature=1.0, n_eval_prompts=n_eval,
-                  eval_every=eval_every, prompts_per_iteration=8, sft_prompts=sft_prompts, soup_alphas=list(SOUPS),
-                  arms={a: repr(make(alpha)) for a, alpha in ARMS.items()})
+    config = base_config(model, steps, lr, max_new_tokens, n_eval, eval_every, prompts_per_iteration=8, sft_prompts=sft_prompts,
+                         soup_alphas=list(SOUPS), arms={a: repr(make(alpha)) for a, alpha in ARMS.items()})
     store = RunStore(out, config, key=("arm", "seed"))
-    done = store.done()
-    for seed in seeds:
-        todo = [a for a in ("soups", *arms) if redo or (a, seed) not in done]
-        if not todo: continue
-        base, tok = load_policy(model)
-        base = frozen_copy(base)  # the initial model: the evaluation's reference, the SFTs' starting point
+    for seed, todo, base, tok in pending(store, ("soups", *arms), seeds, redo, model):
         evaluator = Evaluator(task, tok, ref=base, prompts=task.eval_prompts[:n_eval], max_new_tokens=max_new_tokens,
                               seed=seed)
         with run_folder() as sft_dir:  # this seed's two SFTs (trained by the first `prepare`, loaded by the next)
@@ -74,17 +66,11 @@ def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser()
+    p = common_args(argparse.ArgumentParser(), OUT)
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=12, help="PPO iterations of each arm")
     p.add_argument("--sft-steps", type=int, default=20, help="optimizer steps of each SFT")
     p.add_argument("--sft-prompts", type=int, default=64, help="demonstrations from the first n train prompts")
-    p.add_argument("--n-eval", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=4)
-    p.add_argument("--model", default=None, help="None: the embedded SmolLM2; tiny: a smoke test")
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--redo", action="store_true", help="re-run (arm, seed) pairs already stored in --out")
     a = p.parse_args()
     run(a.arms, a.seeds, a.steps, a.n_eval, a.eval_every, sft_steps=a.sft_steps, sft_prompts=a.sft_prompts,
         out=a.out, model=a.model, redo=a.redo)
