@@ -161,3 +161,35 @@ def test_mpo_smol_arms_share_the_pairs_and_start_where_they_should(tmp_path, mon
     assert exp["run"](list(exp["ARMS"]), [0], **kw)["runs"] == res["runs"]
     with pytest.raises(ValueError, match="another configuration"):
         exp["run"](["dpo"], [0], **{**kw, "steps": 2})
+
+
+def test_pf_ppo_smol_filters_keep_what_they_say_and_record_both_rewards(tmp_path, monkeypatch):
+    import torch
+    from rlhf_ref.pf_ppo import filter_r2
+    from rlhf_ref.tasks import get_task
+    exp, out = script("pf_ppo_smol.py"), tmp_path / "pf.json"
+    rows = _lexicon_pairs(get_task("sentiment"))
+    kw = dict(steps=1, n_eval=2, eval_every=1, r2_prompts=6, rm_layer=1, out=out, model="tiny", rm_rows=rows)
+    res = exp["run"](list(exp["ARMS"]), [0], **kw)
+    runs = {r["arm"]: r for r in res["runs"]}
+    assert set(runs) == {"r2", *exp["ARMS"]}
+    r2 = runs["r2"]
+    assert len(r2["proxy_scores"]) == len(r2["gold"]) == len(r2["length"]) == 6 * 4
+    assert set(r2["r2"]) == set(exp["ARMS"]) and all(0 <= v <= 1 for v in r2["r2"].values())
+    # the stored scores reproduce the stored R^2 of the deterministic filters (BR's pick is random)
+    again = filter_r2(torch.tensor(r2["proxy_scores"]), torch.tensor(r2["gold"]), 4, ("none", "bon", "bw"))
+    assert all(abs(again[f] - r2["r2"][f]) < 1e-3 for f in again)
+    assert r2["proxy_report"]["pairs"] == len(rows) and "mean-pooled states of block 1" in res["config"]["proxy"]
+    kept = {"none": 1.0, "bon": 0.25, "br": 0.5, "bw": 0.5}
+    for arm, frac in kept.items():
+        hist = runs[arm]["history"]
+        first = next(h for h in hist if h.get("split") == "train")
+        assert first["pf/kept_fraction"] == frac and first["episode"] == 8 * frac  # 2 prompts x 4 samples, filtered
+        assert "objective/proxy" in first and "objective/gold" in first and "objective/scores" not in first
+        assert first["objective/kl_coef"] == 0.0
+        evals = [h for h in hist if h.get("split") == "eval"]
+        assert [e["step"] for e in evals] == [0, 1] and all(isinstance(e["eval/proxy"], float) for e in evals)
+    no_model(exp, monkeypatch)
+    assert exp["run"](list(exp["ARMS"]), [0], **kw)["runs"] == res["runs"]
+    with pytest.raises(ValueError, match="another configuration"):
+        exp["run"](["bon"], [0], **{**kw, "steps": 2})

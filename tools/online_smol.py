@@ -111,15 +111,16 @@ def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=
     return store.load()
 
 
-def proxy_reward_model(base, tok, weight_decay: float = 1.0, rows: list[dict] | None = None):
-    """The proxy: a linear Bradley-Terry head on `base`'s frozen last-token features (the backbone shared, not copied),
-    fitted on all preference pairs of 4 samples a train prompt (for SmolLM2 the 673 shipped pairs) with L2 penalty
-    `weight_decay` (the value `11_reward_model`'s inner selection chose most often). Also fitted on 3/4 of the prompts
-    and judged on the rest, to say how good a proxy it is. `rows`: other preference rows with their gold rewards.
-    Returns `(reward_model, report)`."""
+def proxy_reward_model(base, tok, weight_decay: float = 1.0, rows: list[dict] | None = None, pooling: str = "last",
+                       layer: int = -1):
+    """The proxy: a linear Bradley-Terry head on `base`'s frozen features (the backbone shared, not copied; by default
+    the last token's final state, or `pooling` of block `layer`'s states, see `RewardModel`), fitted on all preference
+    pairs of 4 samples a train prompt (for SmolLM2 the 673 shipped pairs) with L2 penalty `weight_decay` (the value
+    `11_reward_model`'s inner selection chose most often). Also fitted on 3/4 of the prompts and judged on the rest, to
+    say how good a proxy it is. `rows`: other preference rows with their gold rewards. Returns `(reward_model, report)`."""
     if rows is None: rows = onpolicy_preferences(base, tok, get_task("sentiment"), pairing="all", progress=False)
     if len(rows) < 8: raise ValueError(f"the proxy needs at least 8 preference pairs to fit and judge, got {len(rows)}")
-    rm = RewardModel.from_policy(base, frozen=True, copy_weights=False)
+    rm = RewardModel.from_policy(base, frozen=True, copy_weights=False, pooling=pooling, layer=layer)
     fp = feature_pairs(rm, tok, rows)
     def fit(pairs):  # standardized features, the scaling folded back into the head's weights
         x = torch.stack([r[k] for r in pairs for k in ("chosen_features", "rejected_features")])
