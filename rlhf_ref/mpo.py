@@ -78,7 +78,8 @@ def preference_rows(self: MPO, policy, tok, task, prompts: list, *, seed: int, q
     pair_seed = seed if self.pair_seed is None else self.pair_seed
     rows = onpolicy_preferences(policy, tok, task, k=self.pair_k, n_prompts=len(prompts), seed=pair_seed,
                                 require_finished=self.pair_require_finished, progress=not quiet)
-    if len(rows) < 2: raise ValueError(f"MPO needs at least 2 preference pairs; {len(rows)} came from {len(prompts)} prompts")
+    if len(rows) < 2: raise ValueError(f"MPO needs at least 2 preference pairs; {len(rows)} came from {len(prompts)} prompts"
+                                   + (" (pair_require_finished=False also pairs samples cut at the token limit)" if self.pair_require_finished else ""))
     return inject_noise(rows, self.pair_label_noise, seed=seed) if self.pair_label_noise else list(rows)
 
 @patch
