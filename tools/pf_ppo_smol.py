@@ -3,8 +3,9 @@ with each filter, the held-out gold reward (VADER) and proxy reward, and the KL 
 
 The proxy is the best reward model `11_reward_model` found: a linear Bradley-Terry head on the mean of the response
 tokens' states at block 15 of the frozen SmolLM2, fitted (weight decay 1) on every gold-ordered pair of 16 samples a
-train prompt (4 cached sampling runs of 4, seeds 1-4, the draws `11_reward_model` studies; about 13700 pairs). Its
-report (held-out pairs and accuracy on a quarter of the prompts) is stored with every row.
+train prompt (4 cached sampling runs of 4, seeds 1-4, the draws `11_reward_model` studies: finished responses of up
+to 48 tokens, while PPO here samples 32-token ones; about 13700 pairs). Its report (held-out pairs and accuracy on a
+quarter of the prompts) is stored with every row.
 
 For each seed, first the filters' R^2 before training (`arm` "r2"): 4 samples on each of the first `--r2-prompts`
 train prompts from the initial model, scored by the proxy and the gold reward (both stored), and the R^2 of gold on
@@ -15,10 +16,10 @@ rollout and every evaluation:
 - `none`: PPO on all 4 samples a prompt (the comparison: PPO on the same samples, budget and seeds);
 - `bon`, `br`, `bw`: PF-PPO, PPO on the best of the 4 by the proxy, the best and a random other, the best and the worst.
 
-The budget is the one `40_ppo`'s over-optimisation control needed to raise the gold reward on the gold reward itself
-(`online_smol.py --rm`, arm `ppo-gold`: +0.24 at iteration 12): lr 2e-5, no KL penalty (`kl_coef` 0), 12 iterations,
-4 epochs of one minibatch, 32 new tokens; the seed changes the prompt order, the sampling and the evaluation's
-sampling. Results in `data/runs/pf_ppo_smol.json`, read by `nbs/46_pf_ppo.ipynb`.
+The settings are those of `40_ppo`'s over-optimisation control, which raised the gold reward within 12 iterations when
+trained on the gold reward itself (`online_smol.py --rm`, arm `ppo-gold`: +0.24 at iteration 12): lr 2e-5, no KL
+penalty (`kl_coef` 0), 12 iterations, 4 epochs of one minibatch, 32 new tokens; the seed changes the prompt order, the
+sampling and the evaluation's sampling. Results in `data/runs/pf_ppo_smol.json`, read by `nbs/46_pf_ppo.ipynb`.
 
     OMP_NUM_THREADS=1 python tools/pf_ppo_smol.py --seeds 0
 """
