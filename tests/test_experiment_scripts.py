@@ -193,3 +193,12 @@ def test_pf_ppo_smol_filters_keep_what_they_say_and_record_both_rewards(tmp_path
     assert exp["run"](list(exp["ARMS"]), [0], **kw)["runs"] == res["runs"]
     with pytest.raises(ValueError, match="another configuration"):
         exp["run"](["bon"], [0], **{**kw, "steps": 2})
+
+
+@pytest.mark.parametrize("name,args,flag", [("online_smol.py", ["--steps", "0"], "--steps"), ("mpo_smol.py", ["--steps", "-1"], "--steps"),
+                                            ("salsa_smol.py", ["--steps", "0"], "--steps"), ("pf_ppo_smol.py", ["--r2-prompts", "0"], "--r2-prompts"),
+                                            ("pf_ppo_smol.py", ["--arms", "top"], "--arms")])
+def test_online_scripts_refuse_bad_arguments_before_loading_anything(name, args, flag):
+    import subprocess, sys
+    r = subprocess.run([sys.executable, str(TOOLS / name), *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr

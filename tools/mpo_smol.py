@@ -87,9 +87,7 @@ def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=
 
 
 if __name__ == "__main__":
-    p = common_args(argparse.ArgumentParser(), OUT)
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--steps", type=int, default=12, help="PPO iterations of the MPO and PPO arms")
+    p = common_args(argparse.ArgumentParser(), OUT, ARMS, steps_help="PPO iterations of the MPO and PPO arms")
     p.add_argument("--noise", type=float, default=0.3, help="share of swapped labels in the -noise arms")
     p.add_argument("--n-prompts", type=int, default=None, help="pairs from the first n train prompts (default: all)")
     a = p.parse_args()

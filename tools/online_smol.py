@@ -170,8 +170,20 @@ def run_overopt(arms, seeds, steps=24, n_eval=32, eval_every=4, lr=2e-5, max_new
     return store.load()
 
 
-def common_args(p: argparse.ArgumentParser, out) -> argparse.ArgumentParser:
-    "Add the arguments every SmolLM2 online experiment script takes: seeds, evaluation, model, output file, redo."
+def positive_int(text: str) -> int:
+    "An argparse type: an integer of at least 1 (a usage error naming the value otherwise)."
+    value = int(text)
+    if value < 1: raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def common_args(p: argparse.ArgumentParser, out, arms=None, steps_help: str = "PPO iterations of each arm"
+                ) -> argparse.ArgumentParser:
+    """Add the arguments every SmolLM2 online experiment script takes: seeds, evaluation, model, output file, redo; with
+    `arms` (the script's arm names), also `--arms` (default: all, in that order) and `--steps` (default 12)."""
+    if arms is not None:
+        p.add_argument("--arms", nargs="+", default=list(arms), choices=list(arms))
+        p.add_argument("--steps", type=positive_int, default=12, help=steps_help)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n-eval", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=4)
@@ -185,7 +197,7 @@ if __name__ == "__main__":
     p = common_args(argparse.ArgumentParser(), None)
     p.add_argument("--rm", action="store_true", help="the over-optimisation experiment (arms ppo-rm, ppo-gold)")
     p.add_argument("--arms", nargs="+", default=None, choices=[*ARMS, *RM_ARMS])
-    p.add_argument("--steps", type=int, default=None, help="iterations (default 12; 24 with --rm)")
+    p.add_argument("--steps", type=positive_int, default=None, help="iterations (default 12; 24 with --rm)")
     a = p.parse_args()
     table = RM_ARMS if a.rm else ARMS
     if a.arms and set(a.arms) - set(table): p.error(f"--arms {sorted(set(a.arms) - set(table))} belong to the other experiment ({'without' if a.rm else 'with'} --rm)")

@@ -27,7 +27,7 @@ import argparse, dataclasses, statistics, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # online_smol's helpers, also when run by runpy
-from online_smol import base_config, common_args, pending, proxy_reward_model, train_arm
+from online_smol import base_config, common_args, pending, positive_int, proxy_reward_model, train_arm
 from rlhf_ref.evaluate import Evaluator
 from rlhf_ref.experiments import RunStore
 from rlhf_ref.models import load_policy
@@ -94,11 +94,8 @@ def run(arms, seeds, steps=12, n_eval=32, eval_every=6, lr=2e-5, max_new_tokens=
 
 
 if __name__ == "__main__":
-    p = common_args(argparse.ArgumentParser(), OUT)
+    p = common_args(argparse.ArgumentParser(), OUT, ARMS)
     p.set_defaults(eval_every=6)
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--steps", type=int, default=12, help="PPO iterations of each arm")
-    p.add_argument("--r2-prompts", type=int, default=64, help="train prompts (4 samples each) for the filters' R^2")
+    p.add_argument("--r2-prompts", type=positive_int, default=64, help="train prompts (4 samples each) for the filters' R^2")
     a = p.parse_args()
-    if a.r2_prompts < 1: p.error(f"--r2-prompts must be at least 1, got {a.r2_prompts}")
     run(a.arms, a.seeds, a.steps, a.n_eval, a.eval_every, r2_prompts=a.r2_prompts, out=a.out, model=a.model, redo=a.redo)

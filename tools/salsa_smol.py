@@ -66,9 +66,7 @@ def run(arms, seeds, steps=12, n_eval=32, eval_every=4, lr=1e-5, max_new_tokens=
 
 
 if __name__ == "__main__":
-    p = common_args(argparse.ArgumentParser(), OUT)
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--steps", type=int, default=12, help="PPO iterations of each arm")
+    p = common_args(argparse.ArgumentParser(), OUT, ARMS)
     p.add_argument("--sft-steps", type=int, default=20, help="optimizer steps of each SFT")
     p.add_argument("--sft-prompts", type=int, default=64, help="demonstrations from the first n train prompts")
     a = p.parse_args()
