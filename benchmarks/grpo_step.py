@@ -14,9 +14,19 @@ Contenders, run interleaved in a fresh random order every round after a warm-up 
   update an iteration it skips the policy's scoring pass (the update's forward gives the sampling log-probs, as TRL's
   does with `num_iterations=1`);
 - rlhf_ref_scored: the same with the policy's scoring pass kept (what every iteration did before that change);
+- rlhf_ref_unshared, rlhf_ref_shared (not run by default): rlhf_ref with each group's prompt run once per response, as
+  TRL runs it, or always once per group (`share_prompt="auto"` overridden in the reference's scoring pass and the
+  update; "auto" shares always on the CPU and on other devices only where prompts are at least as long as responses),
+  to measure what running each distinct prompt once saves (on the CPU: unshared; on a GPU: shared);
 - trl: `trl.GRPOTrainer` with its defaults (activation checkpointing on), stepped as its `Trainer` loop steps it
   (`training_step`, which generates, then clip, optimizer and scheduler step);
-- trl_no_ckpt: the same with activation checkpointing off.
+- trl_no_ckpt: the same with activation checkpointing off;
+- ppo_head, ppo_value_model (not run by default; `--contenders` names them): the cost-per-step side of the claim that
+  GRPO is cheaper than PPO: one iteration of rlhf_ref's PPO (`kl_coef` 0.05, GAE) on the same number of responses
+  (`--prompts` x `--group` prompts, one response each) with the same single update, its critic a value head on the
+  policy's trunk (the default here) or a separate value model (a copy of the policy's trunk with its own head, the
+  usual set-up at scale, and what the claim's saving is about). PPO cannot skip the policy's scoring pass: it needs the
+  values (and the old log-probs for its clipped ratio and its KL reward) before the update.
 
 Sampled lengths differ between contenders and rounds (each samples with its own RNG stream and stops at EOS), so the
 script also prints the mean response length each produced and the time per generated token. The breakdown: rlhf_ref's
@@ -24,7 +34,8 @@ own `time/generate`, `time/score`, `time/update`; TRL's `_generate` (sampling) a
 (sampling, rewards and the reference's log-probs), the rest of its step being the update. Prints one JSON object.
 
 Usage: python benchmarks/grpo_step.py [--prompts 2] [--group 4] [--max-new-tokens 48] [--rounds 3] [--arch 135m]
-       [--contenders rlhf_ref,rlhf_ref_scored,trl,trl_no_ckpt]
+       [--contenders rlhf_ref,rlhf_ref_scored,trl,trl_no_ckpt,rlhf_ref_unshared,rlhf_ref_shared,ppo_head,
+       ppo_value_model]
 """
 from __future__ import annotations
 import argparse, json, random, statistics, sys, tempfile, time
@@ -36,6 +47,8 @@ from dpo_step import ARCHS, load_models, sync  # one place for the SmolLM2 shape
 
 BETA, LR = 0.04, 1e-6
 DEFAULT = ["rlhf_ref", "rlhf_ref_scored", "trl", "trl_no_ckpt"]
+EXTRA = ["rlhf_ref_unshared", "rlhf_ref_shared",  # the prompt-sharing rule overridden
+         "ppo_head", "ppo_value_model"]  # rlhf_ref's PPO on as many responses: GRPO's cost per step against PPO's
 
 
 def timed(obj, name, log):
@@ -70,17 +83,25 @@ def setup(name, device, args, task):
     from rlhf_ref.models import frozen_copy
     policy, tok = load_models(args.arch, device)
     ref, prompts, info = frozen_copy(policy), task.train_prompts[:args.prompts], {}
-    if name.startswith("rlhf_ref"):
+    if name.startswith(("rlhf_ref", "ppo")):
+        from unittest.mock import patch
+        from rlhf_ref import logprobs
         from rlhf_ref.grpo import GRPO
+        from rlhf_ref.ppo import PPO
         from rlhf_ref.rollout import OnlineConfig, OnlineTrainer
-        cfg = OnlineConfig(out_dir=tempfile.mkdtemp(), max_steps=10**6, batch_size=args.prompts, lr=LR, num_epochs=1,
+        ppo = name.startswith("ppo")  # as many responses: prompts x group prompts, one response each
+        if ppo: prompts = task.train_prompts[:args.prompts * args.group]
+        cfg = OnlineConfig(out_dir=tempfile.mkdtemp(), max_steps=10**6, batch_size=len(prompts), lr=LR, num_epochs=1,
                            num_mini_batches=1, max_new_tokens=args.max_new_tokens, temperature=1.0, warmup_steps=0,
                            progress=False, max_grad_norm=1.0, eval_every=0)
-        algo = GRPO(num_generations=args.group, beta=BETA, epsilon=0.2, loss_type="dapo")
+        algo = PPO(kl_coef=0.05) if ppo else GRPO(num_generations=args.group, beta=BETA, epsilon=0.2, loss_type="dapo")
         if name == "rlhf_ref_scored": algo.needs_sampling_logps = True  # keep the policy's scoring pass (to measure it)
-        trainer = OnlineTrainer(algo, policy, ref, tok, prompts, task.reward, cfg)
+        trainer = OnlineTrainer(algo, policy, ref, tok, prompts, task.reward, cfg,
+                                value_model="model" if name == "ppo_value_model" else "head")
         def step():
-            m = trainer._optimizer_step()
+            ratio = {"rlhf_ref_unshared": float("inf"), "rlhf_ref_shared": 0.0}.get(name)  # "auto": never, always
+            with patch.dict(logprobs.SHARE_PROMPT_MIN_RATIO, {} if ratio is None else {device: ratio}):
+                m = trainer._optimizer_step()
             for k in ("time/generate", "time/score", "time/update", "objective/length"):
                 info.setdefault(k, []).append(m[k])
         return step, info
@@ -119,10 +140,12 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--contenders", default=",".join(DEFAULT), help=f"comma-separated, from {DEFAULT}")
+    ap.add_argument("--contenders", default=",".join(DEFAULT), help=f"comma-separated, from {DEFAULT + EXTRA}")
     ap.add_argument("--arch", choices=sorted(ARCHS), default=None,
                     help="random SmolLM2 shape (default: the embedded model)")
     args = ap.parse_args()
+    unknown = sorted(set(args.contenders.split(",")) - set(DEFAULT + EXTRA))
+    if unknown: ap.error(f"unknown contenders {unknown}; choose from {DEFAULT + EXTRA}")
     from rlhf_ref.core import set_seed
     from rlhf_ref.tasks import get_task
     device, task = "cuda" if torch.cuda.is_available() else "cpu", get_task("sentiment")
@@ -149,6 +172,8 @@ def main():
         out["rlhf_ref_vs_trl"] = dict(against=trl_best[1], ratio=med["rlhf_ref"] / trl_best[0],
                                       per_token_ratio=out["s_per_generated_token"]["rlhf_ref"]
                                       / out["s_per_generated_token"][trl_best[1]])
+    if "rlhf_ref" in med:  # GRPO's iteration against PPO's on as many responses (cost per step)
+        out["rlhf_ref_vs_ppo"] = {n: med["rlhf_ref"] / med[n] for n in EXTRA if n in med}
     print(json.dumps(out, indent=1))
 
 

@@ -156,40 +156,55 @@ def _worth_sharing(device: torch.device, P: int, R: int) -> bool:
     "`share_prompt=\"auto\"`: always on the CPU; elsewhere (default ratio 1) only when the prompt is as long as the responses."
     return P >= SHARE_PROMPT_MIN_RATIO.get(device.type, 1.0) * R
 
-def _can_share_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, R: int) -> bool:
-    "Do rows i and n+i hold the same prompt, and can this model run it once for both? (See the section below.)"
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    if hasattr(inner, "module"): return False  # other wrappers (FSDP, DeepSpeed): one forward call per backward
-    ckpt = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") else "is_gradient_checkpointing"
-    if getattr(inner, ckpt, False): return False  # transformers turns the cache off under activation checkpointing
-    if getattr(inner, "_rlhf_ref_hidden_ok", True) is False or _cache_arg(model) is None: return False
-    B, P = input_ids.shape[0], input_ids.shape[1] - R
-    if B < 2 or B % 2 or P < 1: return False
-    n = B // 2
-    return torch.equal(input_ids[:n, :P], input_ids[n:, :P]) and torch.equal(attention_mask[:n, :P], attention_mask[n:, :P])
+def _prompt_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, P: int):
+    """`(first, inverse)` when some rows hold the same prompt (the same first `P` columns, padding included): the first
+    row of each distinct prompt, in order of appearance, and each row's index among them; None when all differ."""
+    B = input_ids.shape[0]
+    if B < 2 or P < 1: return None
+    key = torch.cat([input_ids[:, :P], attention_mask[:, :P].to(input_ids.dtype)], 1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)  # exact comparison of whole rows
+    rows = torch.arange(B, device=input_ids.device)
+    first = rows.new_full((B,), B).scatter_reduce(0, inverse, rows, "amin")
+    first = first[first < B]  # unique's order is sorted by token ids: renumber the prompts by first appearance
+    if len(first) == B: return None
+    first = first.sort().values
+    rank = torch.empty(B, dtype=rows.dtype, device=rows.device)
+    rank[inverse[first]] = torch.arange(len(first), device=rows.device)
+    return first, rank[inverse]
 
-def _shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, R: int):
-    "`(hidden (2n, R, d) before each response token, head)` with the n prompts run once; None to take the plain path."
-    n, P = input_ids.shape[0] // 2, input_ids.shape[1] - R
-    first = _final_hidden(model, use_cache=True, input_ids=input_ids[:n, :P], attention_mask=attention_mask[:n, :P],
-                          position_ids=position_ids[:n, :P])
+def _can_share_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, R: int):
+    """`_prompt_rows` when rows share prompts (a pair's two responses, a group's G samples, or any repeats) and this model
+    can run each prompt once for them; None otherwise. (See the section below.)"""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    if hasattr(inner, "module"): return None  # other wrappers (FSDP, DeepSpeed): one forward call per backward
+    ckpt = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    if getattr(inner, ckpt, False): return None  # transformers turns the cache off under activation checkpointing
+    if getattr(inner, "_rlhf_ref_hidden_ok", True) is False or _cache_arg(model) is None: return None
+    return _prompt_rows(input_ids, attention_mask, input_ids.shape[1] - R)
+
+def _shared_prompt_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, R: int,
+                          rows: tuple):
+    "`(hidden (B, R, d) before each response token, head)` with each distinct prompt run once; None to take the plain path."
+    (first, inverse), P = rows, input_ids.shape[1] - R
+    once = _final_hidden(model, use_cache=True, input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P],
+                         position_ids=position_ids[first, :P])
     arg = _cache_arg(model)
-    cache = getattr(first[2], arg, None) if first is not None else None  # outputs name it like the argument
+    cache = getattr(once[2], arg, None) if once is not None else None  # outputs name it like the argument
     if cache is None or not hasattr(cache, "reorder_cache"): return None
-    cache.reorder_cache(torch.arange(n, device=input_ids.device).repeat(2))  # prompts 0..n-1 twice: chosen rows, rejected rows
+    cache.reorder_cache(inverse)  # each row gets its prompt's keys and values
     second = _final_hidden(model, use_cache=True, **{arg: cache}, input_ids=input_ids[:, P:],
                            attention_mask=attention_mask, position_ids=position_ids[:, P:])
     if second is None: return None
     # the last prompt position predicts the first response token; response position t predicts token t+1
-    return torch.cat([first[0][:, -1:].repeat(2, 1, 1), second[0][:, :-1]], 1), first[1]
+    return torch.cat([once[0][inverse, -1:], second[0][:, :-1]], 1), once[1]
 
 # %% ../nbs/02_logprobs.ipynb #16deee0a
 def _response_hidden(model, inputs: dict, R: int, share_prompt: bool | str):
     "`(hidden (B, R, d) before each response column, head)`; None when the model's logits are not `head(hidden)`."
     found, ids = None, inputs["input_ids"]
     if share_prompt == "auto": share_prompt = _worth_sharing(ids.device, ids.shape[1] - R, R)
-    if share_prompt and _can_share_prompt(model, inputs["input_ids"], inputs["attention_mask"], R):
-        found = _shared_prompt_hidden(model, **inputs, R=R)
+    rows = _can_share_prompt(model, inputs["input_ids"], inputs["attention_mask"], R) if share_prompt else None
+    if rows is not None: found = _shared_prompt_hidden(model, **inputs, R=R, rows=rows)
     if found is None:
         full = _final_hidden(model, **inputs)
         if full is not None: found = full[0][:, -(R + 1):-1], full[1]  # position t predicts token t+1
@@ -206,7 +221,7 @@ def response_logps(model, # a causal LM
                    attention_mask: torch.Tensor, # (B, L) 1 on real tokens
                    response_mask: torch.Tensor, # (B, R) 1 on response tokens, which fill the last R columns
                    return_logits: bool = False, # also return the (N, V) logits of the N response tokens
-                   share_prompt: bool | str = False, # rows i and B/2+i share a prompt: run it once? True, "auto"
+                   share_prompt: bool | str = False, # run each distinct prompt once for the rows that share it? True, "auto"
                    return_stats: bool = False, # also return each response token's mean logit and entropy, (B, R)
                    return_hidden: bool = False, # also return the (N, d) hidden states and the head
                    chunk_size: int = 1024, # rows of (chunk, V) fp32 logits at a time

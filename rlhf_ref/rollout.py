@@ -17,7 +17,7 @@ from .algos import Algorithm
 from .core import check_finite, check_range, set_seed, to_device
 from .data import encode_prompt, pad_prompt_response
 from .generation import sample_ids
-from .logprobs import kl_estimate, logit_stats, masked_mean, selective_logps
+from .logprobs import _response_hidden, kl_estimate, logit_stats, masked_mean, selective_logps
 from .models import disable_dropout, tiny_policy
 from .train import TrainConfig, Trainer
 
@@ -60,7 +60,8 @@ def policy_forward(model, input_ids: torch.Tensor, # (B, P+R) left-padded prompt
                    R: int, # response columns (the last R)
                    *, temperature: float = 1.0, # logits are divided by it, as at sampling time
                    values: bool = False, # also return V at each response position (needs an attached value function)
-                   entropy: bool = False # also return the entropy of the tempered distribution at each position
+                   entropy: bool = False, # also return the entropy of the tempered distribution at each position
+                   share_prompt: bool | str = "auto", # run each distinct prompt once for its group (`02_logprobs`)
                   ) -> dict:
     "`logps` (B, R) of the response tokens and, if asked, `values` and `entropy` (B, R)."
     input_ids, attention_mask = to_device((input_ids, attention_mask), model)  # inputs follow the model
@@ -68,15 +69,24 @@ def policy_forward(model, input_ids: torch.Tensor, # (B, P+R) left-padded prompt
                   position_ids=(attention_mask.long().cumsum(-1) - 1).clamp(min=0))
     value_fn = _value_of(model) if values else None
     if values and value_fn is None: raise ValueError("values=True needs a value function: call attach_value(policy)")
-    shared = value_fn is not None and not isinstance(value_fn, ValueModel)
-    out = model(**inputs, use_cache=False, logits_to_keep=R + 1, output_hidden_states=shared)
-    logits = out.logits[:, :-1].float() / temperature  # (B, R, V): position t predicts token t+1
+    on_trunk = value_fn is not None and not isinstance(value_fn, ValueModel)
+    found = _response_hidden(model, inputs, R, share_prompt)  # (B, R, d) states before each response token, and the head
+    if found is not None:
+        hidden, logits = found[0], found[1](found[0])
+    else:  # a model whose logits are not head(hidden states): its own logits
+        out = model(**inputs, use_cache=False, logits_to_keep=R + 1, output_hidden_states=on_trunk)
+        hidden, logits = out.hidden_states[-1][:, -(R + 1):-1] if on_trunk else None, out.logits[:, :-1]
+    logits = logits.float() / temperature  # (B, R, V): position t predicts token t+1
     res = dict(logps=selective_logps(logits, input_ids[:, -R:]))
     if value_fn is not None:
-        hidden = out.hidden_states[-1] if shared else value_fn.backbone(**inputs, use_cache=False, output_hidden_states=True).hidden_states[-1]
-        res["values"] = value_fn.head(hidden[:, -(R + 1):-1].float()).squeeze(-1)  # (B, R): V before each token
+        if not on_trunk:  # the separate value model: its own trunk's states at the same positions, no vocabulary logits
+            found = _response_hidden(value_fn.backbone, inputs, R, share_prompt)
+            hidden = found[0] if found is not None else value_fn.backbone(
+                **inputs, use_cache=False, output_hidden_states=True).hidden_states[-1][:, -(R + 1):-1]
+        res["values"] = value_fn.head(hidden.float()).squeeze(-1)  # (B, R): V before each token
     if entropy: res["entropy"] = logit_stats(logits)[1]
     return res
+
 
 # %% ../nbs/07a_rollout.ipynb #47ac183b
 @torch.no_grad()

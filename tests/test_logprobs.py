@@ -1,10 +1,11 @@
-import inspect
 """Log-prob helpers against naive versions."""
+import inspect
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from rlhf_ref.logprobs import (selective_logps, seq_logps, response_logps, concatenated_forward, token_kl, kl_estimate,
                                logit_stats, masked_mean)
+from rlhf_ref import logprobs
 from devices import device_of, on
 
 
@@ -162,21 +163,38 @@ def test_shared_prompt_forward_equals_stacked_forward(tiny, uneven_batch):
         assert q.grad.norm() > 0 and err < 1e-5, f"{n}: relative gradient error {err:.2e}"
 
 
+def test_shared_prompt_finds_the_rows_that_share_a_prompt(tiny, uneven_batch):
+    "Rows sharing a prompt in any order (not only row i and n+i) run it once; every row its own prompt: one stacked forward."
+    model, _ = tiny
+    L, R = uneven_batch["input_ids"].shape[1], uneven_batch["response_mask"].shape[1]
+    want = concatenated_forward(model, uneven_batch, share_prompt=False)
+    swapped = dict(uneven_batch)  # rejected rows reversed: row i's prompt is now in row 2n-1-i
+    for k in ("input_ids", "attention_mask", "response_mask"):
+        swapped[k] = torch.cat([uneven_batch[k][:5], uneven_batch[k][5:].flip(0)])
+    first, inverse = logprobs._prompt_rows(swapped["input_ids"], swapped["attention_mask"], L - R)
+    assert first.tolist() == [0, 1, 2, 3, 4] and inverse.tolist() == [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]
+    shapes, hook = _calls(model)
+    out = concatenated_forward(model, swapped, share_prompt=True)
+    hook.remove()
+    assert shapes == [(5, L - R), (10, R)]
+    torch.testing.assert_close(out["chosen_logps"], want["chosen_logps"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["rejected_logps"], want["rejected_logps"].flip(0), rtol=1e-5, atol=1e-5)
+    distinct = {k: v[:5] for k, v in uneven_batch.items() if torch.is_tensor(v)}  # the chosen rows alone: 5 prompts
+    assert logprobs._prompt_rows(distinct["input_ids"], distinct["attention_mask"], L - R) is None
+    shapes, hook = _calls(model)
+    out = logprobs.response_logps(model, distinct["input_ids"], distinct["attention_mask"], distinct["response_mask"],
+                                  share_prompt=True)
+    hook.remove()
+    assert shapes == [(5, L)]
+    torch.testing.assert_close(out, want["token_logps"][:5])
+
+
 def test_shared_prompt_falls_back_when_it_cannot_share(tiny, uneven_batch):
-    "Different prompts in the two halves, activation checkpointing, or a DDP-style wrapper: one stacked forward, same numbers."
+    "Activation checkpointing, or a DDP-style wrapper: one stacked forward, same numbers."
     from rlhf_ref.models import frozen_copy
     model, _ = tiny
     L = uneven_batch["input_ids"].shape[1]
     want = concatenated_forward(model, uneven_batch, share_prompt=False)
-    swapped = dict(uneven_batch)  # rejected rows reversed: row i and row n+i no longer share a prompt
-    for k in ("input_ids", "attention_mask", "response_mask"):
-        swapped[k] = torch.cat([uneven_batch[k][:5], uneven_batch[k][5:].flip(0)])
-    shapes, hook = _calls(model)
-    out = concatenated_forward(model, swapped, share_prompt=True)
-    hook.remove()
-    assert shapes == [(10, L)]
-    torch.testing.assert_close(out["chosen_logps"], want["chosen_logps"])
-    torch.testing.assert_close(out["rejected_logps"], want["rejected_logps"].flip(0))
 
     ckpt = frozen_copy(model).requires_grad_(True)
     ckpt.activation_checkpointing_enable(); ckpt.train()
@@ -230,7 +248,6 @@ def test_shared_prompt_with_either_cache_spelling(tiny, uneven_batch):
 
 def test_auto_shares_the_prompt_by_device_rule(tiny, uneven_batch, monkeypatch):
     "`share_prompt=\"auto\"` (the default) shares when prompt columns >= ratio x response columns for the batch's device."
-    from rlhf_ref import logprobs
     model, _ = tiny
     R = uneven_batch["response_mask"].shape[1]; P = uneven_batch["input_ids"].shape[1] - R
     dev = uneven_batch["input_ids"].device.type

@@ -142,6 +142,37 @@ def test_rollout_cuts_at_eos_and_scores_consistently(tiny):
     assert ro["scores"].tolist() == pytest.approx(length_reward(None, ro["completions"])) and "gold" in ro
 
 
+@pytest.mark.parametrize("kind", ["head", "model"])
+def test_policy_forward_runs_each_group_prompt_once(kind):
+    "Rows sharing a prompt (groups, in any order) run it once; log-probs, values, entropy and gradients are the plain pass's."
+    from rlhf_ref.data import pad_prompt_response
+    from rlhf_ref.rollout import _value_of
+    policy, tok = tiny_policy(seed=3)
+    attach_value(policy, kind)
+    torch.nn.init.normal_(_value_of(policy).head.weight)  # nonzero values
+    a, b = (on(policy, frozen_copy(policy).requires_grad_(True)) for _ in range(2))
+    prompts = [[5, 6, 7], [8, 9], [5, 6, 7], [8, 9], [5, 6, 7], [3, 4, 5, 6]]  # two groups, interleaved, and a single
+    batch = on(a, pad_prompt_response(prompts, [[10, 11], [12, 13, 14], [15], [16, 17, 18, 19], [20], [21, 22]],
+                                      tok.pad_token_id))
+    R = batch["response_mask"].shape[1]
+    P, mask = batch["input_ids"].shape[1] - R, batch["response_mask"].bool()
+    shapes = []
+    hook = a.register_forward_pre_hook(lambda m, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    shared = policy_forward(a, batch["input_ids"], batch["attention_mask"], R, values=True, entropy=True, share_prompt=True)
+    hook.remove()
+    assert shapes == [(3, P), (6, R)]  # three distinct prompts once, then the six responses
+    plain = policy_forward(b, batch["input_ids"], batch["attention_mask"], R, values=True, entropy=True, share_prompt=False)
+    for k in ("logps", "values", "entropy"):
+        assert shared[k].abs()[mask].max() > 0
+        torch.testing.assert_close(shared[k][mask], plain[k][mask], rtol=1e-5, atol=1e-5, msg=k)
+    loss = lambda o: (o["logps"][mask] - 0.5 * o["values"][mask]).sum()
+    loss(shared).backward(); loss(plain).backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert (p.grad is None) == (q.grad is None), n
+        if q.grad is not None and q.grad.norm() > 0:
+            assert ((p.grad - q.grad).norm() / q.grad.norm()).item() < 1e-5, n
+
+
 def make_trainer(out, algo, steps=4, save_every=2, reward=length_reward, **kw):
     policy, tok = tiny_policy(seed=2)
     cfg = OnlineConfig(**{**dict(out_dir=str(out), max_steps=steps, batch_size=2, lr=1e-3, max_new_tokens=5, num_epochs=2,

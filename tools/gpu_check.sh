@@ -121,8 +121,8 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   if [ "${SKIP_ONLINE:-0}" != 1 ]; then  # SKIP_ONLINE=1: not the rollout-generation and GRPO-iteration timings
     bench 60 "Rollout generation against raw generate, 135M" $PY benchmarks/generate.py --arch 135m --prompts 32 --n 4 \
       --max-new-tokens 128 --rounds 5
-    bench 120 "GRPO iteration against TRL, 135M" $PY benchmarks/grpo_step.py --arch 135m --prompts 8 --group 8 \
-      --max-new-tokens 256 --rounds 3
+    bench 150 "GRPO iteration against TRL, 135M" $PY benchmarks/grpo_step.py --arch 135m --prompts 8 --group 8 \
+      --max-new-tokens 256 --rounds 3 --contenders rlhf_ref,rlhf_ref_shared,trl,trl_no_ckpt
     [ "$BENCH_17B" = - ] || bench 240 "GRPO iteration against TRL, 1.7B shape" $PY benchmarks/grpo_step.py --arch 1.7b \
       --prompts 4 --group 8 --max-new-tokens 256 --rounds 3 --contenders rlhf_ref,trl_no_ckpt
   fi

@@ -27,30 +27,21 @@ import argparse, dataclasses, statistics, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # online_smol's helpers, also when run by runpy
-from online_smol import base_config, common_args, pending, positive_int, proxy_reward_model, train_arm
+from online_smol import base_config, common_args, pending, positive_int, proxy_reward_model, proxy_rows, train_arm
 from rlhf_ref.evaluate import Evaluator
 from rlhf_ref.experiments import RunStore
 from rlhf_ref.models import load_policy
 from rlhf_ref.pf_ppo import PFPPO, filter_r2
-from rlhf_ref.prefdata import sampled_pairs, scored_samples
 from rlhf_ref.reward_model import as_reward_fn
 from rlhf_ref.rollout import rollout
 from rlhf_ref.tasks import get_task
 
 ARMS = ("none", "bon", "br", "bw")  # PFPPO's policy_filter
 OUT = Path(__file__).resolve().parents[1] / "data" / "runs" / "pf_ppo_smol.json"
-SAMPLE_SEEDS = (1, 2, 3, 4)  # the proxy's training samples: 4 runs of 4 a train prompt
 
 
 def make(arm, kl_coef=0.0):
     return PFPPO(num_samples=4, policy_filter=arm, kl_coef=kl_coef)
-
-
-def proxy_rows(base, tok, task):
-    "Every gold-ordered pair of finished samples among 16 a train prompt (cached sampling runs, seeds 1-4)."
-    samples = sorted((s for seed in SAMPLE_SEEDS for s in scored_samples(base, tok, task, k=4, seed=seed, progress=False)),
-                     key=lambda s: s["prompt_index"])  # a stable sort: each prompt's samples together
-    return sampled_pairs(samples)
 
 
 def run(arms, seeds, steps=12, n_eval=32, eval_every=6, lr=2e-5, max_new_tokens=32, kl_coef=0.0, r2_prompts=64,
