@@ -173,7 +173,7 @@ def main():
                                       per_token_ratio=out["s_per_generated_token"]["rlhf_ref"]
                                       / out["s_per_generated_token"][trl_best[1]])
     if "rlhf_ref" in med:  # GRPO's iteration against PPO's on as many responses (cost per step)
-        out["rlhf_ref_vs_ppo"] = {n: med["rlhf_ref"] / med[n] for n in EXTRA if n in med}
+        out["rlhf_ref_vs_ppo"] = {n: med["rlhf_ref"] / med[n] for n in ("ppo_head", "ppo_value_model") if n in med}
     print(json.dumps(out, indent=1))
 
 

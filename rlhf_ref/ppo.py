@@ -176,4 +176,4 @@ register_algo(AlgoInfo("ppo", PPO, "PPO for RLHF (per-token KL reward, GAE, clip
                        status="implemented; bandit demo converges (CI); simplify study (50_health_simplification, 3 seeds): minus-FKGL hacking shown; no gain over SFT could be shown (SARI-trained control fails at this budget); "
                               "SmolLM2 sentiment (6 seeds, 12 iterations): reward gain could not tell, kl_coef=0 "
                               "moves twice as far (shown), no hacking seen; against a learned reward model (3 seeds, 24 "
-                              "iterations) over-optimisation could not tell: the weak proxy was barely climbed"))
+                              "iterations) over-optimisation could not tell: the weak proxy was barely climbed; with the block-15 proxy (3 seeds, 24 iterations) proxy and gold rose together, no gold peak within 16 nats"))
