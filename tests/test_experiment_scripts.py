@@ -111,6 +111,8 @@ def test_online_smol_overopt_records_proxy_and_gold_in_both_arms(tmp_path, monke
     assert exp["run_overopt"](["ppo-rm"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny", rm_rows=rows)["runs"] == res["runs"]
     with pytest.raises(ValueError, match="at least 8"):
         exp["proxy_reward_model"](None, None, rows=rows[:3])
+    with pytest.raises(ValueError, match=r"proxy must be one of \['block15', 'last'\], got 'best'"):
+        exp["run_overopt"](["ppo-rm"], [0], out=out, model="tiny", proxy="best")
 
 
 def test_salsa_smol_soups_and_arms_start_where_they_should(tmp_path, monkeypatch):
@@ -197,7 +199,9 @@ def test_pf_ppo_smol_filters_keep_what_they_say_and_record_both_rewards(tmp_path
 
 @pytest.mark.parametrize("name,args,flag", [("online_smol.py", ["--steps", "0"], "--steps"), ("mpo_smol.py", ["--steps", "-1"], "--steps"),
                                             ("salsa_smol.py", ["--steps", "0"], "--steps"), ("pf_ppo_smol.py", ["--r2-prompts", "0"], "--r2-prompts"),
-                                            ("pf_ppo_smol.py", ["--arms", "top"], "--arms")])
+                                            ("pf_ppo_smol.py", ["--arms", "top"], "--arms"),
+                                            ("online_smol.py", ["--proxy", "block15"], "--proxy"),  # only with --rm
+                                            ("online_smol.py", ["--rm", "--proxy", "best"], "--proxy")])
 def test_online_scripts_refuse_bad_arguments_before_loading_anything(name, args, flag):
     import subprocess, sys
     r = subprocess.run([sys.executable, str(TOOLS / name), *args], capture_output=True, text=True, timeout=120)
