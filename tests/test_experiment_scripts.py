@@ -107,8 +107,12 @@ def test_online_smol_overopt_records_proxy_and_gold_in_both_arms(tmp_path, monke
         assert {h["objective/kl_coef"] for h in train} == {0.0}
     # the proxy is not the gold reward: on the same rollouts the two differ
     assert any(h["objective/proxy"] != h["objective/gold"] for h in runs["ppo-rm"]["history"] if h.get("split") == "train")
+    # two more seeds in one call: every seed fits the same proxy the same way (the kind is not overwritten by a seed)
+    more = exp["run_overopt"](["ppo-rm"], [1, 2], steps=2, n_eval=2, eval_every=1, out=out, model="tiny", rm_rows=rows)
+    assert sorted(r["seed"] for r in more["runs"] if r["arm"] == "ppo-rm") == [0, 1, 2]
+    assert all(r["proxy"] == rep for r in more["runs"])
     no_model(exp, monkeypatch)
-    assert exp["run_overopt"](["ppo-rm"], [0], steps=2, n_eval=2, eval_every=1, out=out, model="tiny", rm_rows=rows)["runs"] == res["runs"]
+    assert exp["run_overopt"](["ppo-rm"], [0, 1, 2], steps=2, n_eval=2, eval_every=1, out=out, model="tiny", rm_rows=rows)["runs"] == more["runs"]
     with pytest.raises(ValueError, match="at least 8"):
         exp["proxy_reward_model"](None, None, rows=rows[:3])
     with pytest.raises(ValueError, match=r"proxy must be one of \['block15', 'last'\], got 'best'"):

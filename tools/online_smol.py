@@ -184,14 +184,14 @@ def run_overopt(arms, seeds, steps=24, n_eval=32, eval_every=4, lr=2e-5, max_new
         rm, report = proxy_reward_model(base, tok, rows=rows, **features)
         if proxy != "last": report["seconds"] = round(time.time() - t0, 1)
         print("proxy:", {k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}, flush=True)
-        proxy = as_reward_fn(rm, tok)
-        scored = dataclasses.replace(task, metrics=lambda p, c: {"proxy": statistics.fmean(proxy(p, c))})
+        proxy_fn = as_reward_fn(rm, tok)  # not `proxy`: that names the kind, read again for the next seed
+        scored = dataclasses.replace(task, metrics=lambda p, c: {"proxy": statistics.fmean(proxy_fn(p, c))})
         evaluator = Evaluator(scored, tok, ref=base, prompts=task.eval_prompts[:n_eval], max_new_tokens=max_new_tokens,
                               seed=seed)
         for arm in todo:
             policy, _ = load_policy(model)
             # every rollout records both rewards: `objective/proxy` and `objective/gold`, whichever is trained on
-            reward_fn, gold_fn = (proxy, task.reward) if arm == "ppo-rm" else (task.reward, proxy)
+            reward_fn, gold_fn = (proxy_fn, task.reward) if arm == "ppo-rm" else (task.reward, proxy_fn)
             names = ({"objective/scores": "objective/proxy"} if arm == "ppo-rm"
                      else {"objective/scores": "objective/gold", "objective/gold": "objective/proxy"})
             train_arm(store, arm, seed, PPO(kl_coef=0.0), 8, policy, base, tok, task.train_prompts, reward_fn,
